@@ -1,0 +1,38 @@
+# tidings: the two commands a newcomer needs are `make run` and `make test`.
+
+GO ?= go
+FUZZTIME ?= 10s
+
+.PHONY: run test build bench fuzz vet clean
+
+## run: start a node on http://127.0.0.1:8080 with a managed PostgreSQL in ./.data (development mode)
+run:
+	TIDINGS_DEV=$${TIDINGS_DEV:-true} TIDINGS_DATA_DIR=$${TIDINGS_DATA_DIR:-./.data} $(GO) run ./cmd/tidings serve
+
+## test: every test, with the race detector, against a real PostgreSQL started for the run
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+## build: the binaries, in ./bin
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+## bench: the benchmarks (append, fan-out, replay); see docs/performance.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+## fuzz: run each fuzz test for FUZZTIME
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+vet:
+	gofmt -l . | (! grep .)
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
