@@ -1,0 +1,202 @@
+package data
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Event is one stored event. Data is its raw JSON.
+type Event struct {
+	ID       int64
+	Type     string
+	Data     json.RawMessage
+	Audience Audience
+	Time     time.Time
+}
+
+// NewEvent is an event to append. A nil Data is stored as JSON null.
+type NewEvent struct {
+	Type     string
+	Data     json.RawMessage
+	Audience Audience
+}
+
+// MaxTypeLen is the longest event type the store accepts, in bytes.
+const MaxTypeLen = 200
+
+// ErrInvalidEvent is returned for an event that the store refuses (empty or overlong type,
+// data that is not JSON, an invalid audience).
+var ErrInvalidEvent = errors.New("data: invalid event")
+
+// Validate checks what the events table would refuse, so that bad input is a clear error
+// before any transaction starts.
+func (e NewEvent) Validate() error {
+	if e.Type == "" || len(e.Type) > MaxTypeLen {
+		return fmt.Errorf("%w: type must be 1 to %d bytes", ErrInvalidEvent, MaxTypeLen)
+	}
+	if e.Data != nil && !json.Valid(e.Data) {
+		return fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
+	}
+	if _, err := e.Audience.sqlValue(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	return nil
+}
+
+// Querier is what appending needs: a pgx.Tx, a *pgxpool.Pool or a *pgx.Conn.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// AppendEvents appends evs in q's transaction and returns their ids, in order. The events exist
+// if and only if that transaction commits. From this call until commit, the transaction holds
+// the event log's counter row, so other event writers wait: append as late as you can.
+func AppendEvents(ctx context.Context, q Querier, evs []NewEvent) ([]int64, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	types := make([]string, len(evs))
+	datas := make([]string, len(evs))
+	auds := make([]*string, len(evs))
+	for i, e := range evs {
+		if err := e.Validate(); err != nil {
+			return nil, err
+		}
+		types[i] = e.Type
+		datas[i] = "null"
+		if e.Data != nil {
+			datas[i] = string(e.Data)
+		}
+		auds[i], _ = e.Audience.sqlValue()
+	}
+	rows, err := q.Query(ctx, "SELECT publish_events($1::text[], $2::text[]::jsonb[], $3::text[]::jsonb[])", types, datas, auds)
+	if err != nil {
+		return nil, fmt.Errorf("append events: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("append events: %w", err)
+	}
+	if len(ids) != len(evs) {
+		return nil, fmt.Errorf("append events: got %d ids for %d events", len(ids), len(evs))
+	}
+	return ids, nil
+}
+
+// Events reads the event log.
+type Events struct {
+	pool *pgxpool.Pool
+}
+
+// NewEvents returns the event log stored in pool's database.
+func NewEvents(pool *pgxpool.Pool) *Events { return &Events{pool: pool} }
+
+// Watermark returns the safe watermark: every event with an id at or below it has committed,
+// and no event with a lower id can appear later.
+func (s *Events) Watermark(ctx context.Context) (int64, error) {
+	var last int64
+	if err := s.pool.QueryRow(ctx, "SELECT last_id FROM event_log_state").Scan(&last); err != nil {
+		return 0, fmt.Errorf("read watermark: %w", err)
+	}
+	return last, nil
+}
+
+// After returns up to limit events with ids greater than after, in id order. Because writers
+// are serialized on the counter row, what it returns is always a gapless run unless retention
+// pruned events: the first id differs from after+1 exactly when events after `after` are gone.
+func (s *Events) After(ctx context.Context, after int64, limit int) ([]Event, error) {
+	rows, err := s.pool.Query(ctx,
+		"SELECT id, type, data, audience, time FROM events WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events after %d: %w", after, err)
+	}
+	defer rows.Close()
+	evs := make([]Event, 0, min(limit, 1024))
+	for rows.Next() {
+		var e Event
+		var aud []byte
+		if err := rows.Scan(&e.ID, &e.Type, (*[]byte)(&e.Data), &aud, &e.Time); err != nil {
+			return nil, fmt.Errorf("read events after %d: %w", after, err)
+		}
+		if aud != nil {
+			if err := json.Unmarshal(aud, &e.Audience); err != nil {
+				return nil, fmt.Errorf("read event %d: audience: %w", e.ID, err)
+			}
+		}
+		evs = append(evs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events after %d: %w", after, err)
+	}
+	return evs, nil
+}
+
+// pruneLockKey is the advisory lock that lets one node at a time prune.
+const pruneLockKey = 0x7469_6469_6e67_7302 // "tidings" + 2
+
+// pruneBatch is how many events one prune transaction deletes at most.
+const pruneBatch = 10000
+
+// PruneOlderThan deletes the events older than cutoff, oldest first, in transactions of at most
+// 10,000 events, and returns how many it deleted. Only a prefix of the log is ever deleted, so
+// a reader can tell pruning from a gap. When another node is pruning, it returns at once.
+func (s *Events) PruneOlderThan(ctx context.Context, cutoff time.Time) (int64, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune events: %w", err)
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(pruneLockKey)).Scan(&locked); err != nil {
+		return 0, fmt.Errorf("prune events: lock: %w", err)
+	}
+	if !locked {
+		return 0, nil
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(pruneLockKey))
+	var total int64
+	for {
+		n, err := pruneOnce(ctx, conn.Conn(), cutoff, pruneBatch)
+		total += n
+		if err != nil || n < pruneBatch {
+			return total, err
+		}
+	}
+}
+
+// pruneOnce deletes, in one transaction, the oldest run of up to batch events older than cutoff.
+func pruneOnce(ctx context.Context, conn *pgx.Conn, cutoff time.Time, batch int) (deleted int64, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		// The run ends before the first event at or after the cutoff.
+		var through int64
+		err := tx.QueryRow(ctx, `
+			WITH head AS (SELECT id, time FROM events ORDER BY id LIMIT $2)
+			SELECT coalesce(max(id), 0) FROM head
+			WHERE id < coalesce((SELECT min(id) FROM head WHERE time >= $1), 9223372036854775807)`,
+			cutoff, batch).Scan(&through)
+		if err != nil || through == 0 {
+			return err
+		}
+		tag, err := tx.Exec(ctx, "DELETE FROM events WHERE id <= $1", through)
+		deleted = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune events: %w", err)
+	}
+	return deleted, nil
+}
+
+// IsInvalidInput reports whether err is PostgreSQL refusing a value (such as an audience that
+// publish_event rejects), as opposed to a failure of the database itself.
+func IsInvalidInput(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23")
+}
