@@ -1,0 +1,173 @@
+package realtime
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"time"
+
+	"tidings/data"
+)
+
+// Event is an event as the hub holds it: its id, what the audience rule needs, and its frame,
+// encoded once for every socket.
+type Event struct {
+	ID       int64
+	Type     string
+	Audience data.Audience
+	Frame    []byte    // {"type":"event","id":…,"event":{"type":…,"data":…,"time":…}}
+	At       time.Time // when the hub read it
+}
+
+// NewEvent encodes a stored event into the frame that every stream sends.
+func NewEvent(e data.Event) *Event {
+	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Frame: AppendEventFrame(nil, e), At: time.Now()}
+}
+
+// AppendEventFrame appends the event frame of e to b.
+func AppendEventFrame(b []byte, e data.Event) []byte {
+	b = append(b, `{"type":"event","id":`...)
+	b = strconv.AppendInt(b, e.ID, 10)
+	b = append(b, `,"event":{"type":`...)
+	b = appendJSONString(b, e.Type)
+	b = append(b, `,"data":`...)
+	if len(e.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, e.Data...)
+	}
+	b = append(b, `,"time":"`...)
+	b = AppendTime(b, e.Time)
+	return append(b, `"}}`...)
+}
+
+// AppendTime appends t as the protocol writes times: RFC 3339 in UTC with milliseconds.
+func AppendTime(b []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	enc, _ := json.Marshal(s) // a string always encodes
+	return append(b, enc...)
+}
+
+// watermarkFrame encodes a reset or ready frame.
+func watermarkFrame(typ string, id int64) []byte {
+	b := append([]byte(`{"type":"`), typ...)
+	b = append(b, `","lastEventId":`...)
+	b = strconv.AppendInt(b, id, 10)
+	return append(b, '}')
+}
+
+// refJSON is a frame's ref as it is echoed: a JSON string, or null.
+func refJSON(ref *string) []byte {
+	if ref == nil {
+		return []byte("null")
+	}
+	return appendJSONString(nil, *ref)
+}
+
+func pongFrame(ref *string) []byte {
+	b := append([]byte(`{"type":"pong","ref":`), refJSON(ref)...)
+	return append(b, '}')
+}
+
+func ackFrame(ref *string, id int64) []byte {
+	b := append([]byte(`{"type":"ack","ref":`), refJSON(ref)...)
+	b = append(b, `,"id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	return append(b, '}')
+}
+
+func errorFrame(ref *string, code, message string) []byte {
+	b := append([]byte(`{"type":"error","ref":`), refJSON(ref)...)
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, code)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, message)
+	return append(b, '}')
+}
+
+// Client frame error codes (PROTOCOL.md section 2).
+const (
+	CodeInvalidFrame    = "invalid-frame"
+	CodeUnauthenticated = "unauthenticated"
+	CodeForbidden       = "forbidden"
+	CodeInvalid         = "invalid"
+	CodeRateLimited     = "rate-limited"
+	CodeInternal        = "internal"
+)
+
+// FrameError is a refusal sent to the client as an error frame; the stream carries on.
+type FrameError struct {
+	Code    string
+	Message string
+}
+
+func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
+
+// ClientFrame is a frame a client sent, as ParseClientFrame reads it.
+type ClientFrame struct {
+	Type  string      // "ping" or "publish"
+	Ref   *string     // nil when absent or null
+	Event ClientEvent // publish only
+}
+
+// ClientEvent is the event of a publish frame: only its type and data; the server decides the
+// rest.
+type ClientEvent struct {
+	Type string
+	Data json.RawMessage
+}
+
+// MaxRefLen is the longest ref a client frame may carry, in bytes.
+const MaxRefLen = 256
+
+var errNotText = errors.New("binary messages are not frames")
+
+// ParseClientFrame reads one client frame. A refusal is a *FrameError with code invalid-frame;
+// the returned ref is whatever could be read of it, for the error frame.
+func ParseClientFrame(msg []byte) (ClientFrame, error) {
+	var raw struct {
+		Type  *string         `json:"type"`
+		Ref   json.RawMessage `json:"ref"`
+		Event json.RawMessage `json:"event"`
+	}
+	invalid := func(f ClientFrame, msg string) (ClientFrame, error) {
+		return f, &FrameError{Code: CodeInvalidFrame, Message: msg}
+	}
+	if err := json.Unmarshal(msg, &raw); err != nil {
+		return invalid(ClientFrame{}, "a frame is one JSON object")
+	}
+	var f ClientFrame
+	if len(raw.Ref) > 0 && !bytes.Equal(raw.Ref, []byte("null")) {
+		var ref string
+		if err := json.Unmarshal(raw.Ref, &ref); err != nil || len(ref) > MaxRefLen {
+			return invalid(f, "ref must be a string of at most 256 bytes")
+		}
+		f.Ref = &ref
+	}
+	if raw.Type == nil {
+		return invalid(f, `missing "type"`)
+	}
+	f.Type = *raw.Type
+	switch f.Type {
+	case "ping":
+		return f, nil
+	case "publish":
+		var ev struct {
+			Type *string         `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		if len(raw.Event) == 0 || json.Unmarshal(raw.Event, &ev) != nil || bytes.Equal(raw.Event, []byte("null")) {
+			return invalid(f, `publish needs an "event" object`)
+		}
+		if ev.Type == nil || *ev.Type == "" {
+			return invalid(f, `publish needs "event.type"`)
+		}
+		f.Event = ClientEvent{Type: *ev.Type, Data: ev.Data}
+		return f, nil
+	}
+	return invalid(f, "unknown frame type "+strconv.Quote(f.Type))
+}

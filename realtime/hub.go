@@ -1,0 +1,306 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tidings/data"
+)
+
+// Store is what the hub and its streams read the event log through; *data.Events implements it.
+type Store interface {
+	// After returns up to limit events with ids above after, in id order.
+	After(ctx context.Context, after int64, limit int) ([]data.Event, error)
+	// Watermark returns the id at or below which every event has committed.
+	Watermark(ctx context.Context) (int64, error)
+	// Listen relays the log's wake-ups until ctx ends.
+	Listen(ctx context.Context, cfg data.ListenerConfig, report func(data.ListenerState)) error
+}
+
+// HubConfig configures a Hub. The zero value of each field means its default.
+type HubConfig struct {
+	// CacheSize is how many recent events the hub keeps in memory for replays (default 65,536).
+	CacheSize int
+	// PageSize is how many events one read of the table returns (default 1,000).
+	PageSize int
+	// Poll is the safety-net interval at which the hub reads the table without a notification
+	// (default 1s).
+	Poll time.Duration
+	// Listener configures the LISTEN connection.
+	Listener data.ListenerConfig
+	// Logger receives the hub's own troubles; nil discards them.
+	Logger *slog.Logger
+}
+
+// Hub follows the event log for one node and wakes the streams subscribed to it.
+type Hub struct {
+	// Set at construction.
+	store Store
+	cfg   HubConfig
+	log   *slog.Logger
+	wake  chan struct{} // capacity 1: the log may have grown
+	ready chan struct{} // closed once head is known
+
+	listening atomic.Bool // the LISTEN connection is up
+
+	mu       sync.RWMutex
+	head     int64                      // guarded by mu: every event <= head is in the log and was read
+	ring     []*Event                   // guarded by mu: the most recent events; ring[id%len] holds id
+	oldest   int64                      // guarded by mu: smallest id in ring (head+1 when empty)
+	subs     map[*Subscription]struct{} // guarded by mu
+	shutdown bool                       // guarded by mu
+}
+
+// NewHub returns a hub reading store. Call Run to start it.
+func NewHub(store Store, cfg HubConfig) *Hub {
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 65536
+	}
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 1000
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Listener.Logger == nil {
+		cfg.Listener.Logger = log
+	}
+	return &Hub{
+		store: store,
+		cfg:   cfg,
+		log:   log,
+		wake:  make(chan struct{}, 1),
+		ready: make(chan struct{}),
+		ring:  make([]*Event, cfg.CacheSize),
+		subs:  map[*Subscription]struct{}{},
+	}
+}
+
+// Run follows the log until ctx ends: it starts at the current watermark (loading up to
+// CacheSize earlier events into the cache), listens for wake-ups, and reads the table after
+// each one, after each listener reconnect, and every Poll. It returns when ctx ends, with
+// every goroutine it started finished.
+func (h *Hub) Run(ctx context.Context) error {
+	if err := h.start(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() {
+		h.store.Listen(ctx, h.cfg.Listener, func(s data.ListenerState) {
+			h.listening.Store(s != data.ListenerDown)
+			if s != data.ListenerDown { // on (re)connect catch up; on notify read
+				h.Wake()
+			}
+		})
+	})
+	poll := time.NewTicker(h.cfg.Poll)
+	defer poll.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.wake:
+		case <-poll.C:
+		}
+		err := h.catchUp(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			h.log.Error("read event log", "err", err)
+			failing = true
+		case err == nil && failing:
+			h.log.Info("reading the event log again")
+			failing = false
+		}
+	}
+}
+
+// start waits for the database and loads the recent past into the cache.
+func (h *Hub) start(ctx context.Context) error {
+	var head int64
+	for {
+		var err error
+		if head, err = h.store.Watermark(ctx); err == nil {
+			break
+		}
+		h.log.Error("read watermark; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hub start: %w", err)
+		case <-time.After(h.cfg.Poll):
+		}
+	}
+	h.mu.Lock()
+	h.head = head
+	h.oldest = head + 1
+	h.mu.Unlock()
+	// Warm the cache with the recent past, so that clients reconnecting after a restart replay
+	// from memory. Best effort: on failure the cache simply starts empty.
+	from := max(0, head-int64(len(h.ring)))
+	var warm []*Event
+	for from < head {
+		evs, err := h.store.After(ctx, from, h.cfg.PageSize)
+		if err != nil || len(evs) == 0 {
+			break
+		}
+		for _, e := range evs {
+			if e.ID > head {
+				break
+			}
+			if len(warm) > 0 && e.ID != warm[len(warm)-1].ID+1 {
+				warm = warm[:0] // pruned in between: keep only a gapless run
+			}
+			warm = append(warm, NewEvent(e))
+		}
+		from = evs[len(evs)-1].ID
+	}
+	if n := len(warm); n > 0 && warm[n-1].ID == head {
+		h.mu.Lock()
+		for _, e := range warm {
+			h.ring[e.ID%int64(len(h.ring))] = e
+		}
+		h.oldest = warm[0].ID
+		h.mu.Unlock()
+	}
+	close(h.ready)
+	return nil
+}
+
+// Wake asks the hub to read the table now. It never blocks.
+func (h *Hub) Wake() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// catchUp reads every event above head, page by page, and publishes each page to the streams.
+func (h *Hub) catchUp(ctx context.Context) error {
+	for {
+		h.mu.RLock()
+		head := h.head
+		h.mu.RUnlock()
+		evs, err := h.store.After(ctx, head, h.cfg.PageSize)
+		if err != nil {
+			return err
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		page := make([]*Event, len(evs))
+		for i, e := range evs {
+			page[i] = NewEvent(e)
+		}
+		if page[0].ID != head+1 {
+			// Only retention removes events, and only the oldest: the hub was down for longer
+			// than the retention. Streams that need the missing ids get reset.
+			h.log.Warn("event log was pruned past the hub's head", "head", head, "next", page[0].ID)
+		}
+		h.advance(page)
+		if len(evs) < h.cfg.PageSize {
+			return nil
+		}
+	}
+}
+
+// advance appends a page of consecutive events to the cache and wakes every stream.
+func (h *Hub) advance(page []*Event) {
+	h.mu.Lock()
+	if page[0].ID != h.head+1 {
+		clear(h.ring)
+		h.oldest = page[0].ID
+	}
+	for _, e := range page {
+		h.ring[e.ID%int64(len(h.ring))] = e
+	}
+	h.head = page[len(page)-1].ID
+	h.oldest = max(h.oldest, h.head-int64(len(h.ring))+1)
+	for s := range h.subs {
+		s.signal()
+	}
+	h.mu.Unlock()
+}
+
+// Head returns the id of the newest event the hub has read.
+func (h *Hub) Head() int64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.head
+}
+
+// Listening reports whether the hub's LISTEN connection is up.
+func (h *Hub) Listening() bool { return h.listening.Load() }
+
+// Ready is closed once the hub knows the log's head and can serve streams.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// errShutdown is returned by Subscribe once Shutdown has begun.
+var errShutdown = errors.New("realtime: hub is shutting down")
+
+// read copies into buf the cached events after `after`, up to len(buf) of them, and returns how
+// many it copied, the head, and whether `after` is older than the cache (the caller must read
+// the table instead).
+func (h *Hub) read(after int64, buf []*Event) (n int, head int64, tooOld bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if after+1 < h.oldest {
+		return 0, h.head, true
+	}
+	for id := after + 1; id <= h.head && n < len(buf); id++ {
+		buf[n] = h.ring[id%int64(len(h.ring))]
+		n++
+	}
+	return n, h.head, false
+}
+
+// Shutdown closes every stream with 1001 going-away and refuses new ones. It does not wait for
+// the streams: their owners do.
+func (h *Hub) Shutdown() {
+	h.mu.Lock()
+	h.shutdown = true
+	for s := range h.subs {
+		s.Close(CloseGoingAway)
+	}
+	h.mu.Unlock()
+}
+
+// Subscribe registers a stream's wake-ups and returns the head at that moment: every event
+// after it will wake the subscription. It waits for the hub to be ready.
+func (h *Hub) Subscribe(ctx context.Context) (*Subscription, int64, error) {
+	select {
+	case <-h.ready:
+	default:
+		select {
+		case <-h.ready:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	s := &Subscription{hub: h, wake: make(chan struct{}, 1)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.shutdown {
+		return nil, 0, errShutdown
+	}
+	h.subs[s] = struct{}{}
+	return s, h.head, nil
+}
+
+// Subscribers returns how many streams are subscribed.
+func (h *Hub) Subscribers() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.subs)
+}

@@ -1,0 +1,9 @@
+package realtime
+
+import (
+	"testing"
+
+	"tidings/data/datatest"
+)
+
+func TestMain(m *testing.M) { datatest.Main(m) }

@@ -1,0 +1,229 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// errPruned means the events a stream needs next were removed by retention.
+var errPruned = errors.New("realtime: events were pruned")
+
+// eventBufs recycles the buffers streams copy cached events into, so an idle stream holds none.
+var eventBufs = sync.Pool{New: func() any { b := make([]*Event, 256); return &b }}
+
+// writer is the state owned by a stream's writer goroutine.
+type writer struct {
+	*stream
+	cursor  int64 // the id of the last event consumed (sent, or skipped as not visible)
+	readyAt int64 // the id up to which the stream replays before it sends ready
+	ready   bool  // ready was sent: the stream is live
+	sent    bool  // an event frame was written
+	frames  []byte
+}
+
+// writeLoop owns every write to the socket: the session frame, then replay, ready and live
+// events, control replies and pings, and the close.
+func (s *stream) writeLoop(ctx context.Context, head int64) error {
+	w := &writer{stream: s}
+	if err := w.write(ctx, s.opts.SessionFrame); err != nil {
+		return nil // the peer is gone; the reader sees it too
+	}
+	if r := s.sub.closeReason(); r != nil {
+		return w.close(*r)
+	}
+	if err := w.start(ctx, head); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return w.fail(err)
+	}
+	ping := time.NewTicker(s.cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		for _, c := range s.takeControls() {
+			if err := w.write(ctx, c); err != nil {
+				return nil
+			}
+		}
+		if r := s.sub.closeReason(); r != nil {
+			return w.close(*r)
+		}
+		progressed, err := w.step(ctx)
+		if err != nil && ctx.Err() != nil {
+			return nil // the reader or the server ended the stream
+		}
+		if err != nil {
+			return w.fail(err)
+		}
+		if progressed {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.sub.wake:
+		case <-ping.C:
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+			err := s.conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return nil // a dead peer: the connection is closed
+			}
+		}
+	}
+}
+
+// start decides where the stream begins (PROTOCOL.md section 2): live from head when no
+// lastEventId was given, a reset when the client is ahead of the log, otherwise a replay up to
+// head, and sends ready at once when there is nothing to replay.
+func (w *writer) start(ctx context.Context, head int64) error {
+	after := w.opts.LastEventID
+	switch {
+	case after == nil:
+		w.cursor = head
+	case *after <= head:
+		w.cursor = *after
+	default:
+		// The hub may lag the database by a moment; only a client ahead of the database
+		// itself is from another history.
+		wm, err := w.hub.store.Watermark(ctx)
+		if err != nil {
+			return fmt.Errorf("read watermark: %w", err)
+		}
+		if *after > wm {
+			return w.reset(ctx, head)
+		}
+		w.cursor = *after
+		head = *after
+	}
+	w.readyAt = head
+	return w.maybeReady(ctx)
+}
+
+// reset tells the client to refetch its state, and continues after head.
+func (w *writer) reset(ctx context.Context, head int64) error {
+	if err := w.write(ctx, watermarkFrame("reset", head)); err != nil {
+		return err
+	}
+	w.cursor, w.readyAt = head, head
+	return w.maybeReady(ctx)
+}
+
+// maybeReady sends ready once the replay has reached readyAt.
+func (w *writer) maybeReady(ctx context.Context) error {
+	if w.ready || w.cursor < w.readyAt {
+		return nil
+	}
+	w.ready = true
+	return w.write(ctx, watermarkFrame("ready", w.readyAt))
+}
+
+// step sends the next run of events, from the cache or, for ids older than it, from the table.
+// It reports whether it made progress.
+func (w *writer) step(ctx context.Context) (bool, error) {
+	bufp := eventBufs.Get().(*[]*Event)
+	defer eventBufs.Put(bufp)
+	buf := *bufp
+	limit := len(buf)
+	if !w.ready {
+		limit = int(min(int64(limit), w.readyAt-w.cursor))
+	}
+	n, head, tooOld := w.hub.read(w.cursor, buf[:limit])
+	if tooOld {
+		return true, w.replayPage(ctx)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	if w.ready && head-w.cursor > int64(w.cfg.MaxLag) && time.Since(buf[0].At) >= w.cfg.SlowAfter {
+		return false, errTooSlow
+	}
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
+	defer cancel()
+	for _, e := range buf[:n] {
+		if w.opts.Viewer.CanSee(e.Audience) {
+			if err := w.conn.Write(wctx, websocket.MessageText, e.Frame); err != nil {
+				return false, errWriteFailed
+			}
+			w.sent = true
+		}
+		w.cursor = e.ID
+	}
+	clear(buf[:n])
+	return true, w.maybeReady(ctx)
+}
+
+// replayPage sends one page of events read from the table.
+func (w *writer) replayPage(ctx context.Context) error {
+	limit := w.hub.cfg.PageSize
+	evs, err := w.hub.store.After(ctx, w.cursor, limit)
+	if err != nil {
+		return fmt.Errorf("replay after %d: %w", w.cursor, err)
+	}
+	if len(evs) == 0 || evs[0].ID != w.cursor+1 {
+		if w.sent || w.ready {
+			return errPruned // mid-replay: the client resumes, then gets reset
+		}
+		return w.reset(ctx, w.readyAt)
+	}
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
+	defer cancel()
+	for _, e := range evs {
+		if !w.ready && e.ID > w.readyAt {
+			break
+		}
+		if w.opts.Viewer.CanSee(e.Audience) {
+			w.frames = AppendEventFrame(w.frames[:0], e)
+			if err := w.conn.Write(wctx, websocket.MessageText, w.frames); err != nil {
+				return errWriteFailed
+			}
+			w.sent = true
+		}
+		w.cursor = e.ID
+	}
+	w.frames = w.frames[:0]
+	return w.maybeReady(ctx)
+}
+
+var (
+	errTooSlow     = errors.New("realtime: client too slow")
+	errWriteFailed = errors.New("realtime: write failed")
+)
+
+// fail ends the stream after err: a slow client, or history pruned in the middle of its
+// replay, gets 4004 (it resumes, and then gets reset); a failing store gets 1011.
+func (w *writer) fail(err error) error {
+	switch {
+	case errors.Is(err, errTooSlow), errors.Is(err, errPruned):
+		return w.close(CloseTooSlow)
+	case errors.Is(err, errWriteFailed):
+		return nil // the socket is gone; nothing more can be said
+	}
+	w.close(CloseInternal)
+	return err
+}
+
+// write sends one frame within the write timeout.
+func (w *writer) write(ctx context.Context, frame []byte) error {
+	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
+	defer cancel()
+	if err := w.conn.Write(wctx, websocket.MessageText, frame); err != nil {
+		return errWriteFailed
+	}
+	return nil
+}
+
+// close performs the closing handshake with r, bounded by the write timeout.
+func (w *writer) close(r CloseReason) error {
+	err := w.conn.Close(r.Code, r.Reason)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		w.cfg.Logger.Debug("close socket", "code", int(r.Code), "err", err)
+	}
+	return nil
+}

@@ -1,0 +1,69 @@
+package realtime
+
+import (
+	"sync"
+
+	"github.com/coder/websocket"
+)
+
+// CloseReason is a close code with its reason text.
+type CloseReason struct {
+	Code   websocket.StatusCode
+	Reason string
+}
+
+// The close reasons of PROTOCOL.md section 2.
+var (
+	CloseGoingAway      = CloseReason{1001, "going-away"}
+	ClosePolicy         = CloseReason{websocket.StatusPolicyViolation, "too many invalid frames"}
+	CloseInternal       = CloseReason{websocket.StatusInternalError, ""}
+	CloseSessionExpired = CloseReason{4001, "session-expired"}
+	CloseSessionRotated = CloseReason{4002, "session-rotated"}
+	CloseLogout         = CloseReason{4003, "logout"}
+	CloseAccessChanged  = CloseReason{4003, "access-changed"}
+	CloseUserDeleted    = CloseReason{4003, "user-deleted"}
+	CloseSessionTaken   = CloseReason{4003, "session-taken"}
+	CloseTooSlow        = CloseReason{4004, "too-slow"}
+)
+
+// Subscription is one stream's registration with the hub: the hub wakes it when the log grows,
+// and anyone may ask it to close.
+type Subscription struct {
+	hub  *Hub
+	wake chan struct{} // capacity 1
+
+	mu      sync.Mutex
+	closeAs *CloseReason // guarded by mu: the first close asked for
+}
+
+// signal wakes the stream without blocking.
+func (s *Subscription) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close asks the stream to close with r. The first reason asked for wins; it never blocks.
+func (s *Subscription) Close(r CloseReason) {
+	s.mu.Lock()
+	if s.closeAs == nil {
+		s.closeAs = &r
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// closeReason returns the close asked for, if any.
+func (s *Subscription) closeReason() *CloseReason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeAs
+}
+
+// Unsubscribe removes the subscription from its hub.
+func (s *Subscription) Unsubscribe() {
+	s.hub.mu.Lock()
+	delete(s.hub.subs, s)
+	s.hub.mu.Unlock()
+}

@@ -1,0 +1,28 @@
+package realtime
+
+import "tidings/data"
+
+// Viewer is who a stream delivers to: anonymous (the zero value), or a signed-in account.
+// The web layer decides it from the session; the stream only applies it.
+type Viewer struct {
+	UserID int64         // 0 when anonymous
+	Type   data.UserType // the account's type; empty when anonymous
+}
+
+// SignedIn reports whether the viewer is an account.
+func (v Viewer) SignedIn() bool { return v.UserID != 0 }
+
+// CanSee reports whether an event with audience a may be sent to v (PROTOCOL.md section 3).
+func (v Viewer) CanSee(a data.Audience) bool {
+	switch a.Kind {
+	case "", data.AudienceEveryone:
+		return true
+	case data.AudienceSignedIn:
+		return v.SignedIn()
+	case data.AudienceMinType:
+		return v.SignedIn() && v.Type.Rank() >= a.Type.Rank()
+	case data.AudienceUser:
+		return v.SignedIn() && v.UserID == a.UserID
+	}
+	return false
+}
