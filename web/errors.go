@@ -1,0 +1,57 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+)
+
+// apiError is a refusal as the API sends it.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+// The refusals of the API, in one table.
+var (
+	errNotFound         = &apiError{http.StatusNotFound, "not-found", "no such resource"}
+	errMethod           = &apiError{http.StatusMethodNotAllowed, "method-not-allowed", "method not allowed here"}
+	errBadOrigin        = &apiError{http.StatusForbidden, "forbidden-origin", "the Origin of this request is not allowed"}
+	errUnsupportedMedia = &apiError{http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be application/json"}
+	errTooLarge         = &apiError{http.StatusRequestEntityTooLarge, "too-large", "the body is larger than 1 MiB"}
+	errNoAPIKey         = &apiError{http.StatusNotFound, "not-found", "backend publishing is disabled: no API key is configured"}
+	errBadAPIKey        = &apiError{http.StatusUnauthorized, "unauthorized", "a valid bearer API key is required"}
+	errUnavailable      = &apiError{http.StatusServiceUnavailable, "unavailable", "the database is unavailable; nothing was stored, try again"}
+	errInternal         = &apiError{http.StatusInternalServerError, "internal", "internal error"}
+)
+
+// badRequest is a 400 with a message that says what is wrong.
+func badRequest(code, message string) *apiError {
+	return &apiError{http.StatusBadRequest, code, message}
+}
+
+// writeJSON sends v as JSON with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeError sends err as the API's error body; anything that is not an *apiError is a 500.
+func writeError(w http.ResponseWriter, err error) {
+	var e *apiError
+	if !errors.As(err, &e) {
+		e = errInternal
+	}
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	writeJSON(w, e.status, struct {
+		Error body `json:"error"`
+	}{body{e.code, e.message}})
+}

@@ -1,0 +1,180 @@
+package web
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/julienschmidt/httprouter"
+
+	"tidings/data"
+	"tidings/realtime"
+)
+
+// Config configures the handler. The zero value of each field means its default.
+type Config struct {
+	// AllowedOrigins replaces the default allowed origin (the request's own) with this list.
+	AllowedOrigins []string
+	// APIKey is the bearer key of POST /api/publish; empty disables that endpoint (404).
+	APIKey string
+	// Stream configures every WebSocket stream.
+	Stream realtime.StreamConfig
+	// Logger receives request failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// Deps are what the handler serves from.
+type Deps struct {
+	Pool      *pgxpool.Pool
+	Events    *data.Events
+	Publisher *data.Publisher
+	Hub       *realtime.Hub
+}
+
+// maxBody is the largest request body read (PROTOCOL.md section 5).
+const maxBody = 1 << 20
+
+// Handler serves the HTTP API and the event stream.
+type Handler struct {
+	// Set at construction.
+	deps    Deps
+	cfg     Config
+	log     *slog.Logger
+	origins origins
+	apiKey  [sha256.Size]byte
+	router  *httprouter.Router
+
+	// streams owns every stream's goroutine; streamCtx ends them all on a forced shutdown.
+	streams      sync.WaitGroup
+	streamCtx    context.Context
+	cancelStream context.CancelFunc
+}
+
+// NewHandler returns the handler of every route of PROTOCOL.md that exists so far.
+func NewHandler(deps Deps, cfg Config) *Handler {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Stream.Logger == nil {
+		cfg.Stream.Logger = log
+	}
+	h := &Handler{deps: deps, cfg: cfg, log: log, origins: newOrigins(cfg.AllowedOrigins)}
+	h.apiKey = sha256.Sum256([]byte(cfg.APIKey))
+	h.streamCtx, h.cancelStream = context.WithCancel(context.Background())
+
+	r := httprouter.New()
+	r.HandleMethodNotAllowed = true
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.GET("/api/last-event-id", h.lastEventID)
+	r.GET("/api/events", h.events)
+	r.POST("/api/publish", h.publish)
+	r.GET("/healthz", h.healthz)
+	r.GET("/readyz", h.readyz)
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errMethod) })
+	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {
+		log.Error("panic in handler", "path", r.URL.Path, "panic", v)
+		writeError(w, errInternal)
+	}
+	h.router = r
+	return h
+}
+
+// ServeHTTP applies the checks every request gets, then routes it.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > maxBody {
+		writeError(w, errTooLarge)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	switch r.Method {
+	case http.MethodPost, http.MethodPatch, http.MethodDelete:
+		if r.URL.Path != "/api/publish" {
+			if !h.origins.allow(r) {
+				writeError(w, errBadOrigin)
+				return
+			}
+			if hasBody(r) && !isJSON(r.Header.Get("Content-Type")) {
+				writeError(w, errUnsupportedMedia)
+				return
+			}
+		}
+	}
+	h.router.ServeHTTP(w, r)
+}
+
+// hasBody reports whether the request carries a body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength > 0 || (r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody)
+}
+
+// isJSON reports whether a Content-Type is application/json, with any parameters.
+func isJSON(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
+}
+
+// Shutdown closes every stream with 1001 going-away and waits for their goroutines, until ctx
+// ends; then it cuts the remaining sockets and still waits for their goroutines to finish.
+func (h *Handler) Shutdown(ctx context.Context) {
+	h.deps.Hub.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		h.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		h.cancelStream() // cut the sockets that did not close in time
+		<-done
+	}
+}
+
+// lastEventID serves the safe watermark (PROTOCOL.md section 1).
+func (h *Handler) lastEventID(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	id, err := h.deps.Events.Watermark(r.Context())
+	if err != nil {
+		h.log.Error("read watermark", "err", err)
+		writeError(w, errUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"lastEventId": id})
+}
+
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz reports whether this node can serve streams: the database answers and the listener is up.
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := h.deps.Pool.Ping(ctx); err != nil {
+		writeError(w, &apiError{http.StatusServiceUnavailable, "database-unreachable", "the database does not answer"})
+		return
+	}
+	if !h.deps.Hub.Listening() {
+		writeError(w, &apiError{http.StatusServiceUnavailable, "listener-down", "the event listener is reconnecting"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// bearerOK reports whether r carries the configured API key, compared in constant time.
+func (h *Handler) bearerOK(r *http.Request) bool {
+	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	return subtle.ConstantTimeCompare(got[:], h.apiKey[:]) == 1
+}

@@ -1,0 +1,154 @@
+package web
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+)
+
+func TestParseLastEventID(t *testing.T) {
+	t.Parallel()
+	valid := map[string]int64{
+		"lastEventId=0": 0, "lastEventId=57": 57, "lastEventId=007": 7, "x=1&lastEventId=9": 9,
+		"lastEventId=9223372036854775807": 9223372036854775807, "lastEventId=%31%32": 12, "last%45ventId=5": 5,
+	}
+	for q, want := range valid {
+		got, err := ParseLastEventID(q)
+		if err != nil || got == nil || *got != want {
+			t.Errorf("%q: got %v, %v; want %d", q, got, err, want)
+		}
+	}
+	for _, q := range []string{"", "x=1", "lasteventid=5", "lastEventId2=3"} {
+		if got, err := ParseLastEventID(q); got != nil || err != nil {
+			t.Errorf("%q: got %v, %v; want absent", q, got, err)
+		}
+	}
+	invalid := []string{
+		"lastEventId", "lastEventId=", "lastEventId=abc", "lastEventId=-1", "lastEventId=+1",
+		"lastEventId=1.5", "lastEventId=0x10", "lastEventId=1e3", "lastEventId=9223372036854775808",
+		"lastEventId=99999999999999999999", "lastEventId=1&lastEventId=1", "lastEventId=1&lastEventId=2",
+		"lastEventId=%zz", "lastEventId=1%20", "lastEventId= 1", "lastEventId=1;x=2", "lastEventId=%EF%BC%91",
+	}
+	for _, q := range invalid {
+		if got, err := ParseLastEventID(q); err == nil {
+			t.Errorf("%q: got %v, want an error", q, *got)
+		}
+	}
+}
+
+// FuzzParseLastEventID checks that the parser accepts exactly the decimal forms of int64 values
+// from 0 and never panics.
+func FuzzParseLastEventID(f *testing.F) {
+	for _, s := range []string{"lastEventId=1", "lastEventId=", "lastEventId=-1", "lastEventId=1&lastEventId=2", "a=b&lastEventId=%31", "lastEventId=9223372036854775808"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		got, err := ParseLastEventID(q)
+		if err != nil {
+			var e *apiError
+			if !errors.As(err, &e) || e.status != 400 {
+				t.Fatalf("%q: error %v is not a 400", q, err)
+			}
+			return
+		}
+		if got != nil && (*got < 0 || strconv.FormatInt(*got, 10) == "") {
+			t.Fatalf("%q: got %d", q, *got)
+		}
+	})
+}
+
+func TestParsePublishBody(t *testing.T) {
+	t.Parallel()
+	evs, err := ParsePublishBody([]byte(`{"type":"note","data":{"a":1},"audience":{"kind":"signed-in"}}`))
+	if err != nil || len(evs) != 1 || evs[0].Type != "note" || string(evs[0].Data) != `{"a":1}` || evs[0].Audience.Kind != "signed-in" {
+		t.Fatalf("one object: got %+v, %v", evs, err)
+	}
+	evs, err = ParsePublishBody([]byte(` [{"type":"a"},{"type":"b","audience":null,"data":null}]`))
+	if err != nil || len(evs) != 2 || evs[0].Type != "a" || evs[1].Type != "b" || !evs[1].Audience.Everyone() {
+		t.Fatalf("array: got %+v, %v", evs, err)
+	}
+	if evs, err := ParsePublishBody([]byte(`[]`)); err != nil || len(evs) != 0 {
+		t.Fatalf("empty array: got %+v, %v", evs, err)
+	}
+	for _, body := range []string{``, `null`, `"x"`, `{}`, `{"type":""}`, `{"type":5}`, `{"type":"a","extra":1}`,
+		`{"type":"a"} {"type":"b"}`, `{"type":"a","audience":{"kind":"nobody"}}`, `[{"type":"a"},null]`, `[{"type":"a"}`,
+		`{"type":"a","audience":{"kind":"user","userId":"1"}}`} {
+		if _, err := ParsePublishBody([]byte(body)); err == nil {
+			t.Errorf("%q: accepted", body)
+		}
+	}
+}
+
+// FuzzParsePublishBody checks that any body is either refused with a 400 or yields events that
+// the store would accept.
+func FuzzParsePublishBody(f *testing.F) {
+	for _, s := range []string{`{"type":"a","data":1}`, `[{"type":"a"},{"type":"b","audience":{"kind":"user","userId":3}}]`, `[]`, `{`, `{"type":"a","audience":{"kind":"min-type","type":"crew"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		evs, err := ParsePublishBody(body)
+		if err != nil {
+			var e *apiError
+			if !errors.As(err, &e) || e.status != 400 {
+				t.Fatalf("%q: error %v is not a 400", body, err)
+			}
+			return
+		}
+		for _, e := range evs {
+			if err := e.Validate(); err != nil {
+				t.Fatalf("%q: parsed event %+v fails validation: %v", body, e, err)
+			}
+		}
+	})
+}
+
+func TestOrigins(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		allowed []string
+		host    string
+		tls     bool
+		origin  []string
+		want    bool
+	}{
+		{nil, "localhost:8080", false, nil, true},
+		{nil, "localhost:8080", false, []string{"http://localhost:8080"}, true},
+		{nil, "LOCALHOST:8080", false, []string{"http://localhost:8080"}, true},
+		{nil, "localhost:8080", false, []string{"https://localhost:8080"}, false},
+		{nil, "localhost:8080", true, []string{"https://localhost:8080"}, true},
+		{nil, "example.com", false, []string{"http://example.com:80"}, true},
+		{nil, "localhost:8080", false, []string{"http://evil.example"}, false},
+		{nil, "localhost:8080", false, []string{"null"}, false},
+		{nil, "localhost:8080", false, []string{"http://localhost:8080", "http://localhost:8080"}, false},
+		{[]string{"https://app.example"}, "internal:8080", false, []string{"https://app.example"}, true},
+		{[]string{"https://app.example"}, "internal:8080", false, []string{"http://internal:8080"}, false},
+	}
+	for _, tc := range cases {
+		r := httptest.NewRequest("GET", "/api/events", nil)
+		r.Host = tc.host
+		if tc.tls {
+			r.TLS = &tls.ConnectionState{}
+		}
+		for _, o := range tc.origin {
+			r.Header.Add("Origin", o)
+		}
+		if got := newOrigins(tc.allowed).allow(r); got != tc.want {
+			t.Errorf("allowed %v, host %s, tls %v, origin %v: got %v, want %v", tc.allowed, tc.host, tc.tls, tc.origin, got, tc.want)
+		}
+	}
+}
+
+func TestErrorBody(t *testing.T) {
+	t.Parallel()
+	w := httptest.NewRecorder()
+	writeError(w, errBadOrigin)
+	var body struct {
+		Error struct{ Code, Message string }
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != 403 || body.Error.Code != "forbidden-origin" || body.Error.Message == "" {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+}

@@ -1,0 +1,84 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/coder/websocket"
+	"github.com/julienschmidt/httprouter"
+
+	"tidings/realtime"
+)
+
+// Subprotocol is the WebSocket subprotocol of PROTOCOL.md version 1.
+const Subprotocol = "tidings.v1"
+
+// errBadLastEventID explains the one accepted form of lastEventId.
+var errBadLastEventID = badRequest("invalid-last-event-id",
+	"lastEventId must be given at most once, as decimal digits from 0 to 9223372036854775807")
+
+// ParseLastEventID reads the lastEventId parameter of a raw query string: nil when absent; an
+// error when it is given more than once or is anything but ASCII decimal digits within int64.
+func ParseLastEventID(rawQuery string) (*int64, error) {
+	var found *int64
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key != "lastEventId" {
+			continue
+		}
+		if found != nil {
+			return nil, errBadLastEventID
+		}
+		s, err := url.QueryUnescape(v)
+		if err != nil || s == "" || len(s) > 19 {
+			return nil, errBadLastEventID
+		}
+		for i := 0; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return nil, errBadLastEventID
+			}
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, errBadLastEventID
+		}
+		found = &n
+	}
+	return found, nil
+}
+
+// anonymousSessionFrame is the first frame of a stream without a session.
+var anonymousSessionFrame = []byte(`{"type":"session","session":null,"notice":null}`)
+
+// events upgrades to the event stream (PROTOCOL.md section 2).
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	after, err := ParseLastEventID(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !h.origins.allow(r) {
+		writeError(w, errBadOrigin)
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{Subprotocol},
+		InsecureSkipVerify: true, // the origin was checked above, by our own rule
+	})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	opts := realtime.StreamOptions{
+		SessionFrame: anonymousSessionFrame,
+		LastEventID:  after,
+	}
+	// The request's context ends with the handler; the stream's belongs to the server.
+	h.streams.Add(1)
+	defer h.streams.Done()
+	if err := h.deps.Hub.Serve(h.streamCtx, conn, h.cfg.Stream, opts); err != nil && !errors.Is(err, http.ErrAbortHandler) {
+		h.log.Warn("stream ended", "err", err, "remote", r.RemoteAddr)
+	}
+}
