@@ -1,0 +1,95 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting of PROTOCOL.md section 5. Each flag's default is its environment
+// variable, and each variable's default is the documented one.
+type config struct {
+	databaseURL    string
+	addr           string
+	dataDir        string
+	apiKey         string
+	allowedOrigins []string
+	sessionRotate  time.Duration
+	sessionExpire  time.Duration
+	sessionGrace   time.Duration
+	retention      time.Duration
+	pruneInterval  time.Duration
+	dev            bool
+}
+
+// parseConfig reads flags over environment variables over defaults, and checks every value,
+// naming the bad setting in its error.
+func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (config, error) {
+	var c config
+	env := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty runs a managed local PostgreSQL in the data directory (DATABASE_URL)")
+	fs.StringVar(&c.addr, "addr", env("TIDINGS_ADDR", "127.0.0.1:8080"), "listen address (TIDINGS_ADDR)")
+	fs.StringVar(&c.dataDir, "data-dir", env("TIDINGS_DATA_DIR", "./data"), "managed database and other local state (TIDINGS_DATA_DIR)")
+	fs.StringVar(&c.apiKey, "api-key", env("TIDINGS_API_KEY", ""), "bearer key for POST /api/publish; empty disables it (TIDINGS_API_KEY)")
+	origins := fs.String("allowed-origins", env("TIDINGS_ALLOWED_ORIGINS", ""), "comma-separated allowed origins; empty: same host only (TIDINGS_ALLOWED_ORIGINS)")
+	durations := []struct {
+		p         *time.Duration
+		flag, env string
+		def, help string
+	}{
+		{&c.sessionRotate, "session-rotate", "TIDINGS_SESSION_ROTATE", "1h", "session rotation period"},
+		{&c.sessionExpire, "session-expire", "TIDINGS_SESSION_EXPIRE", "336h", "session lifetime since its last rotation"},
+		{&c.sessionGrace, "session-grace", "TIDINGS_SESSION_GRACE", "30s", "how long a rotated session stays usable"},
+		{&c.retention, "retention", "TIDINGS_RETENTION", "168h", "how long events are kept for replay"},
+		{&c.pruneInterval, "prune-interval", "TIDINGS_PRUNE_INTERVAL", "1m", "how often one node prunes old events"},
+	}
+	raw := make([]*string, len(durations))
+	for i, d := range durations {
+		raw[i] = fs.String(d.flag, env(d.env, d.def), d.help+" ("+d.env+")")
+	}
+	devDefault := env("TIDINGS_DEV", "false")
+	dev := fs.String("dev", devDefault, "development mode: cookie tidings-session without Secure (TIDINGS_DEV)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for i, d := range durations {
+		v, err := time.ParseDuration(*raw[i])
+		if err != nil || v <= 0 {
+			return c, fmt.Errorf("invalid %s (-%s) %q: want a positive Go duration such as 90s or 1h", d.env, d.flag, *raw[i])
+		}
+		*d.p = v
+	}
+	var err error
+	if c.dev, err = strconv.ParseBool(*dev); err != nil {
+		return c, fmt.Errorf("invalid TIDINGS_DEV (-dev) %q: want true or false", *dev)
+	}
+	for o := range strings.SplitSeq(*origins, ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			return c, fmt.Errorf("invalid TIDINGS_ALLOWED_ORIGINS (-allowed-origins) entry %q: want scheme://host[:port]", o)
+		}
+		c.allowedOrigins = append(c.allowedOrigins, o)
+	}
+	if c.addr == "" {
+		return c, fmt.Errorf("invalid TIDINGS_ADDR (-addr): empty")
+	}
+	if c.databaseURL == "" && c.dataDir == "" {
+		return c, fmt.Errorf("invalid TIDINGS_DATA_DIR (-data-dir): empty, and no DATABASE_URL is set")
+	}
+	return c, nil
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"tidings/data/datatest"
+)
+
+func TestMain(m *testing.M) { datatest.Main(m) }
+
+// TestServeEndToEnd boots the whole program on port 0, streams an event published through the
+// API, then shuts it down as SIGTERM would and checks that the stream got 1001 going-away and
+// that run returned cleanly.
+func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"DATABASE_URL":    datatest.NewDatabase(t),
+		"TIDINGS_ADDR":    "127.0.0.1:0",
+		"TIDINGS_API_KEY": "k",
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	out, w := io.Pipe()
+	ran := make(chan error, 1)
+	go func() {
+		ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, w)
+		w.Close()
+	}()
+	base := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if addr, ok := strings.CutPrefix(sc.Text(), "tidings listening on "); ok {
+				base <- addr
+			}
+		}
+	}()
+	var url string
+	select {
+	case url = <-base:
+	case err := <-ran:
+		t.Fatalf("run returned before listening: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server never said where it listens")
+	}
+
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(url, "http")+"/api/events?lastEventId=0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	read := func() map[string]any {
+		t.Helper()
+		_, msg, err := conn.Read(dctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		var f map[string]any
+		json.Unmarshal(msg, &f)
+		return f
+	}
+	if f := read(); f["type"] != "session" {
+		t.Fatalf("first frame: got %v", f)
+	}
+	if f := read(); f["type"] != "ready" {
+		t.Fatalf("second frame: got %v", f)
+	}
+	req, _ := http.NewRequest("POST", url+"/api/publish", strings.NewReader(`{"type":"hello","data":"world"}`))
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("publish: got %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if f := read(); f["type"] != "event" || f["id"] != float64(1) {
+		t.Fatalf("event: got %v", f)
+	}
+
+	stop() // what SIGTERM does
+	_, _, err = conn.Read(dctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "going-away" {
+		t.Fatalf("after shutdown: got %v, want close 1001 going-away", err)
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after shutdown")
+	}
+}
+
+func TestConfigErrorsNameTheSetting(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"TIDINGS_SESSION_ROTATE":  "soon",
+		"TIDINGS_RETENTION":       "-1h",
+		"TIDINGS_DEV":             "maybe",
+		"TIDINGS_ALLOWED_ORIGINS": "example.com",
+	}
+	for key, value := range cases {
+		_, err := parseConfig("serve", nil, func(k string) string {
+			if k == key {
+				return value
+			}
+			return ""
+		}, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s=%s: got %v, want an error naming %s", key, value, err, key)
+		}
+	}
+	c, err := parseConfig("serve", []string{"-addr", ":9"}, func(string) string { return "" }, io.Discard)
+	if err != nil || c.addr != ":9" || c.dataDir != "./data" || c.sessionRotate != time.Hour || c.sessionExpire != 336*time.Hour ||
+		c.sessionGrace != 30*time.Second || c.retention != 168*time.Hour || c.pruneInterval != time.Minute || c.dev {
+		t.Fatalf("defaults: got %+v, %v", c, err)
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tidings/data"
+	"tidings/realtime"
+	"tidings/web"
+)
+
+// shutdownGrace is how long serve gives streams to close with 1001 before cutting them.
+const shutdownGrace = 10 * time.Second
+
+// serve runs a node until ctx ends, then shuts down in order: stop accepting, close every
+// stream with 1001 and wait for it, stop the hub and its listener, close the pool, stop the
+// managed database.
+func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
+		events := data.NewEvents(pool)
+		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log})
+		handler := web.NewHandler(web.Deps{
+			Pool:      pool,
+			Events:    events,
+			Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
+			Hub:       hub,
+		}, web.Config{
+			AllowedOrigins: cfg.allowedOrigins,
+			APIKey:         cfg.apiKey,
+			Logger:         log,
+		})
+
+		ln, err := net.Listen("tcp", cfg.addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+		}
+		srv := &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+
+		var wg sync.WaitGroup
+		hubCtx, stopHub := context.WithCancel(context.Background())
+		defer wg.Wait()
+		defer stopHub()
+		wg.Go(func() {
+			if err := hub.Run(hubCtx); err != nil {
+				log.Error("hub stopped", "err", err)
+			}
+		})
+		wg.Go(func() { pruneLoop(hubCtx, events, cfg.retention, cfg.pruneInterval, log) })
+		serveErr := make(chan error, 1)
+		wg.Go(func() { serveErr <- srv.Serve(ln) })
+		fmt.Fprintf(stdout, "tidings listening on http://%s\n", ln.Addr())
+
+		select {
+		case <-ctx.Done():
+		case err := <-serveErr:
+			return fmt.Errorf("http server: %w", err)
+		}
+		log.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		var sd sync.WaitGroup
+		sd.Go(func() {
+			if err := srv.Shutdown(shutdownCtx); err != nil {
+				srv.Close()
+			}
+		})
+		sd.Go(func() { handler.Shutdown(shutdownCtx) })
+		sd.Wait()
+		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		log.Info("stopped accepting; streams closed")
+		return nil
+	})
+}
+
+// pruneLoop deletes events older than retention every interval (PROTOCOL.md section 5).
+// Nodes take turns through an advisory lock inside PruneOlderThan.
+func pruneLoop(ctx context.Context, events *data.Events, retention, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := events.PruneOlderThan(ctx, time.Now().Add(-retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("prune events", "err", err)
+		case n > 0:
+			log.Info("pruned events", "deleted", n)
+		}
+	}
+}
