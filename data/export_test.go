@@ -1,8 +1,9 @@
 package data
 
-// PendingCalls returns how many Publish calls wait for a batch; for tests.
-func PendingCalls(p *Publisher) int {
+// PublisherCalls returns how many Publish calls are in the batch being committed and how many
+// wait for the next one; for tests.
+func PublisherCalls(p *Publisher) (batching, waiting int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.pending)
+	return p.batching, len(p.pending)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -38,8 +39,9 @@ type Publisher struct {
 	cfg  PublisherConfig
 
 	mu      sync.Mutex
-	pending []*publishCall // guarded by mu
-	leading bool           // guarded by mu: a batch is being committed
+	pending  []*publishCall // guarded by mu
+	leading  bool           // guarded by mu: a batch is being committed
+	batching int            // guarded by mu: calls in the batch being committed
 }
 
 type publishCall struct {
@@ -92,9 +94,29 @@ func (p *Publisher) Publish(ctx context.Context, evs []NewEvent) ([]int64, error
 	return call.ids, call.err
 }
 
+// linger yields the processor while more callers keep arriving, a few times at most.
+func (p *Publisher) linger() {
+	p.mu.Lock()
+	n := len(p.pending)
+	p.mu.Unlock()
+	for range 8 {
+		runtime.Gosched()
+		p.mu.Lock()
+		grown := len(p.pending) > n
+		n = len(p.pending)
+		p.mu.Unlock()
+		if !grown {
+			return
+		}
+	}
+}
+
 // commitBatch takes the oldest pending calls, up to MaxBatch events, commits them together, and
 // passes leadership on.
 func (p *Publisher) commitBatch() {
+	// Callers of the batch that just committed are often about to publish again: let them
+	// join, or batches alternate between a lone leader and everyone else.
+	p.linger()
 	p.mu.Lock()
 	n, events := 0, 0
 	for n < len(p.pending) && (n == 0 || events+len(p.pending[n].evs) <= p.cfg.MaxBatch) {
@@ -103,6 +125,7 @@ func (p *Publisher) commitBatch() {
 	}
 	batch := p.pending[:n:n]
 	p.pending = p.pending[n:]
+	p.batching = n
 	p.mu.Unlock()
 
 	p.commit(batch)
@@ -114,6 +137,7 @@ func (p *Publisher) commitBatch() {
 	}
 
 	p.mu.Lock()
+	p.batching = 0
 	var next *publishCall
 	if len(p.pending) > 0 {
 		next = p.pending[0]

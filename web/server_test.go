@@ -39,7 +39,7 @@ type serverOptions struct {
 	noWait bool
 }
 
-func newServer(t *testing.T, o serverOptions) *testServer {
+func newServer(t testing.TB, o serverOptions) *testServer {
 	t.Helper()
 	var pool *pgxpool.Pool
 	if o.dbURL == "" {
@@ -85,7 +85,7 @@ func newServer(t *testing.T, o serverOptions) *testServer {
 }
 
 // waitFor polls cond, with a bound, until it holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {

@@ -27,8 +27,10 @@ import (
 	"tidings/migrations"
 )
 
-// setupTimeout bounds starting the cluster and migrating the template.
-const setupTimeout = 2 * time.Minute
+const (
+	setupTimeout = 2 * time.Minute  // starting the cluster and migrating the template
+	closeTimeout = 10 * time.Second // closing a test's pool
+)
 
 // current is this test binary's environment. It is package state because the helpers receive
 // only a testing.TB: Main sets it before running the tests and clears it after.
@@ -56,13 +58,21 @@ type environment struct {
 // Main runs a test binary's tests against a real PostgreSQL: it uses TIDINGS_TEST_DATABASE_URL
 // when set, otherwise starts an Ephemeral managed cluster in a temp dir for this binary and
 // stops it after m.Run. Call it from TestMain: func TestMain(m *testing.M) { datatest.Main(m) }
-// (it calls os.Exit).
+// (it calls os.Exit). When every test passed, it also fails the run if a goroutine of tidings,
+// of a WebSocket or of a database connection outlived the tests.
 func Main(m *testing.M) {
 	current = &environment{externalURL: os.Getenv("TIDINGS_TEST_DATABASE_URL")}
 	code := m.Run()
 	if err := current.close(); err != nil {
 		fmt.Fprintf(os.Stderr, "datatest: %v\n", err)
 		if code == 0 {
+			code = 1
+		}
+	}
+	if code == 0 {
+		// No goroutine, socket or database session may outlive the tests that made it.
+		if err := checkGoroutines(5 * time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "datatest: %v\n", err)
 			code = 1
 		}
 	}
@@ -108,7 +118,21 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 	if err != nil {
 		t.Fatalf("datatest: open pool: %v", err)
 	}
-	t.Cleanup(pool.Close) // registered after the drop, so it runs first
+	// Registered after the drop, so it runs first. Close waits for every acquired connection:
+	// a test that failed holding one would hang, so report it instead and let the drop end it.
+	t.Cleanup(func() {
+		closed := make(chan struct{})
+		go func() {
+			pool.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(closeTimeout):
+			t.Errorf("datatest: pool still open after %v: %d connections not released (a Rows, Tx or Conn left open)",
+				closeTimeout, pool.Stat().AcquiredConns())
+		}
+	})
 	if err := pool.Ping(ctx); err != nil {
 		t.Fatalf("datatest: ping: %v", err)
 	}
