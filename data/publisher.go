@@ -38,7 +38,7 @@ type Publisher struct {
 	pool *pgxpool.Pool
 	cfg  PublisherConfig
 
-	mu      sync.Mutex
+	mu       sync.Mutex
 	pending  []*publishCall // guarded by mu
 	leading  bool           // guarded by mu: a batch is being committed
 	batching int            // guarded by mu: calls in the batch being committed
