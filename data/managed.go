@@ -415,6 +415,10 @@ func (u serverUser) chown(path string) error {
 
 // prepareDir creates dir, checks that the server user can reach it, and hands it over.
 func prepareDir(dir string, owner serverUser) error {
+	// Parents that we create must let the server's user through; the cluster itself is private.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("create cluster directory: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create cluster directory: %w", err)
 	}
