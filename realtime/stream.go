@@ -95,6 +95,7 @@ type stream struct {
 	// Set at construction.
 	hub  *Hub
 	conn *websocket.Conn
+	cork *corkConn // nil when the socket cannot be corked
 	cfg  StreamConfig
 	opts StreamOptions
 	sub  *Subscription
@@ -110,8 +111,9 @@ const maxControls = 64
 // Serve runs one stream on an accepted socket until the socket closes or ctx ends: the session
 // frame, then replay or reset, ready, and live events, while reading client frames. It closes
 // conn and returns only when every goroutine it started has finished.
-func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, cfg StreamConfig, opts StreamOptions) error {
+func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts StreamOptions) error {
 	cfg = cfg.withDefaults()
+	conn := sock.ws
 	defer conn.CloseNow()
 	conn.SetReadLimit(cfg.ReadLimit)
 	sub, head, err := h.Subscribe(ctx)
@@ -129,7 +131,7 @@ func (h *Hub) Serve(ctx context.Context, conn *websocket.Conn, cfg StreamConfig,
 	if opts.CloseAtOnce != nil {
 		sub.Close(*opts.CloseAtOnce)
 	}
-	s := &stream{hub: h, conn: conn, cfg: cfg, opts: opts, sub: sub}
+	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, sub: sub}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -146,6 +146,7 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
 	defer cancel()
+	w.hold()
 	for _, e := range buf[:n] {
 		if w.opts.Viewer.CanSee(e.Audience) {
 			if err := w.conn.Write(wctx, websocket.MessageText, e.Frame); err != nil {
@@ -156,7 +157,25 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 		w.cursor = e.ID
 	}
 	clear(buf[:n])
-	return true, w.maybeReady(ctx)
+	if err := w.maybeReady(ctx); err != nil {
+		return false, err
+	}
+	return true, w.release()
+}
+
+// hold starts a burst: frames written until release leave the process in one write.
+func (w *writer) hold() {
+	if w.cork != nil {
+		w.cork.hold()
+	}
+}
+
+// release sends the burst within the write timeout.
+func (w *writer) release() error {
+	if w.cork != nil && w.cork.release(w.cfg.WriteTimeout) != nil {
+		return errWriteFailed
+	}
+	return nil
 }
 
 // replayPage sends one page of events read from the table.
@@ -174,6 +193,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
 	defer cancel()
+	w.hold()
 	for _, e := range evs {
 		if !w.ready && e.ID > w.readyAt {
 			break
@@ -188,7 +208,10 @@ func (w *writer) replayPage(ctx context.Context) error {
 		w.cursor = e.ID
 	}
 	w.frames = w.frames[:0]
-	return w.maybeReady(ctx)
+	if err := w.maybeReady(ctx); err != nil {
+		return err
+	}
+	return w.release()
 }
 
 var (
@@ -221,6 +244,7 @@ func (w *writer) write(ctx context.Context, frame []byte) error {
 
 // close performs the closing handshake with r, bounded by the write timeout.
 func (w *writer) close(r CloseReason) error {
+	w.release() // nothing held back may stay behind the close frame
 	err := w.conn.Close(r.Code, r.Reason)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		w.cfg.Logger.Debug("close socket", "code", int(r.Code), "err", err)

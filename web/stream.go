@@ -64,7 +64,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, errBadOrigin)
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	sock, err := realtime.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the origin was checked above, by our own rule
 	})
@@ -78,7 +78,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	// The request's context ends with the handler; the stream's belongs to the server.
 	h.streams.Add(1)
 	defer h.streams.Done()
-	if err := h.deps.Hub.Serve(h.streamCtx, conn, h.cfg.Stream, opts); err != nil && !errors.Is(err, http.ErrAbortHandler) {
+	if err := h.deps.Hub.Serve(h.streamCtx, sock, h.cfg.Stream, opts); err != nil && !errors.Is(err, http.ErrAbortHandler) {
 		h.log.Warn("stream ended", "err", err, "remote", r.RemoteAddr)
 	}
 }

@@ -1,0 +1,128 @@
+package realtime
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Socket is an accepted WebSocket whose frames a stream can send in bursts: between cork and
+// uncork, frames collect in memory and leave in one write. coder/websocket flushes every
+// message on its own, which costs one system call per event; corked, a replay of 100,000
+// events costs a few hundred.
+type Socket struct {
+	ws   *websocket.Conn
+	cork *corkConn
+}
+
+// Accept upgrades the request like websocket.Accept and returns a Socket.
+func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOptions) (*Socket, error) {
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Socket{ws: ws, cork: hw.cork}, nil
+}
+
+// Conn returns the underlying WebSocket.
+func (s *Socket) Conn() *websocket.Conn { return s.ws }
+
+// hijackWriter hands coder/websocket a connection it can cork.
+type hijackWriter struct {
+	http.ResponseWriter
+	cork *corkConn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("realtime: the response writer cannot hijack")
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.cork = &corkConn{Conn: conn}
+	brw.Writer.Reset(h.cork)
+	return h.cork, brw, nil
+}
+
+// corkLimit is the most bytes a corked socket holds before it writes them anyway.
+const corkLimit = 64 << 10
+
+// corkBufs recycles cork buffers, so that an idle socket holds none.
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkLimit); return &b }}
+
+// corkConn is a net.Conn whose writes can be held back and sent together.
+type corkConn struct {
+	net.Conn
+
+	mu     sync.Mutex
+	buf    *[]byte // guarded by mu: non-nil while corked
+	failed error   // guarded by mu: a held-back write that failed
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return 0, c.failed
+	}
+	if c.buf == nil {
+		return c.Conn.Write(p)
+	}
+	if len(*c.buf)+len(p) > corkLimit {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		if len(p) > corkLimit/2 {
+			return c.Conn.Write(p)
+		}
+	}
+	*c.buf = append(*c.buf, p...)
+	return len(p), nil
+}
+
+// flushLocked writes what is held back.
+func (c *corkConn) flushLocked() error {
+	if len(*c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(*c.buf)
+	*c.buf = (*c.buf)[:0]
+	if err != nil {
+		c.failed = err
+	}
+	return err
+}
+
+// hold starts holding writes back.
+func (c *corkConn) hold() {
+	c.mu.Lock()
+	if c.buf == nil {
+		c.buf = corkBufs.Get().(*[]byte)
+	}
+	c.mu.Unlock()
+}
+
+// release writes what was held back, within timeout, and stops holding writes.
+func (c *corkConn) release(timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil {
+		return nil
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	err := c.flushLocked()
+	c.Conn.SetWriteDeadline(time.Time{})
+	*c.buf = (*c.buf)[:0]
+	corkBufs.Put(c.buf)
+	c.buf = nil
+	return err
+}
