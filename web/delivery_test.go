@@ -157,9 +157,7 @@ func TestStreamNeverSkipsAnUncommittedId(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
 	ctx := context.Background()
-	c := s.dial(t, "lastEventId=0", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 
 	t1, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -234,9 +232,7 @@ func getWatermark(t *testing.T, s *testServer) int64 {
 func TestListenerKilledDuringPublishing(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{hub: realtime.HubConfig{Listener: data.ListenerConfig{MaxBackoff: 20 * time.Millisecond}}})
-	c := s.dial(t, "lastEventId=0", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	const total = 300
 	done := make(chan struct{})
 	go func() {
@@ -268,9 +264,7 @@ func TestSlowClientClosedAndResumes(t *testing.T) {
 	t.Parallel()
 	const slowAfter = 50 * time.Millisecond
 	s := newServer(t, serverOptions{web: webConfigStream(realtime.StreamConfig{MaxLag: 16, SlowAfter: slowAfter})})
-	c := s.dial(t, "lastEventId=0", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	big := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
 	const total = 400
 	for range total / 20 {

@@ -18,9 +18,7 @@ import (
 func TestClientFrames(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
-	c := s.dial(t, "", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 
 	c.send(`{"type":"ping","ref":"p1"}`)
 	if f := c.expect("pong"); f.Ref == nil || *f.Ref != "p1" {
@@ -55,9 +53,7 @@ func TestClientFrames(t *testing.T) {
 func TestTooBigMessageCloses1009(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
-	c := s.dial(t, "", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	c.send(`{"type":"ping","ref":"` + strings.Repeat("x", 65<<10) + `"}`)
 	c.expectClose(websocket.StatusMessageTooBig, "")
 }
@@ -65,9 +61,7 @@ func TestTooBigMessageCloses1009(t *testing.T) {
 func TestRepeatedInvalidFramesClose1008(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
-	c := s.dial(t, "", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	for range 10 {
 		c.send(`not json`)
 	}
@@ -77,9 +71,7 @@ func TestRepeatedInvalidFramesClose1008(t *testing.T) {
 func TestShutdownClosesStreamsWithGoingAway(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
-	c := s.dial(t, "", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	waitFor(t, "subscribed", func() bool { return s.hub.Subscribers() == 1 })
 	done := make(chan struct{})
 	go func() {
@@ -135,9 +127,7 @@ func TestPublishAPI(t *testing.T) {
 	}
 
 	s := newServer(t, serverOptions{web: web.Config{APIKey: "secret"}})
-	c := s.dial(t, "", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	for _, key := range []string{"", "wrong"} {
 		if code, _ := post(s, key, `{"type":"a"}`); code != 401 {
 			t.Fatalf("key %q: got %d, want 401", key, code)

@@ -150,6 +150,15 @@ func (s *testServer) dial(t *testing.T, query string, header http.Header) *clien
 	return c
 }
 
+// dialLive opens a stream with no history to replay and reads its session and ready frames.
+func (s *testServer) dialLive(t *testing.T) *client {
+	t.Helper()
+	c := s.dial(t, "", nil)
+	c.expect("session")
+	c.expect("ready")
+	return c
+}
+
 func (s *testServer) tryDial(t *testing.T, query string, header http.Header) (*client, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

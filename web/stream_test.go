@@ -47,9 +47,7 @@ func TestReplayThenReadyThenLive(t *testing.T) {
 func TestEventFrameContent(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
-	c := s.dial(t, "", nil)
-	c.expect("session")
-	c.expect("ready")
+	c := s.dialLive(t)
 	s.publish(t, data.NewEvent{Type: "note", Data: json.RawMessage(`{"text":"hé"}`)})
 	f := c.expect("event")
 	var e struct {
