@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +42,9 @@ func (e NewEvent) Validate() error {
 	if e.Type == "" || len(e.Type) > MaxTypeLen {
 		return fmt.Errorf("%w: type must be 1 to %d bytes", ErrInvalidEvent, MaxTypeLen)
 	}
+	if IsControl(e.Type) {
+		return fmt.Errorf("%w: types under %q are reserved", ErrInvalidEvent, ControlTypePrefix)
+	}
 	if e.Data != nil && !json.Valid(e.Data) {
 		return fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
 	}
@@ -50,15 +54,45 @@ func (e NewEvent) Validate() error {
 	return nil
 }
 
-// Querier is what appending needs: a pgx.Tx, a *pgxpool.Pool or a *pgx.Conn.
-type Querier interface {
+// DB is what the functions of this package that work inside a caller's transaction need: a
+// pgx.Tx, a *pgxpool.Pool or a *pgx.Conn.
+type DB interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
+
+// ControlTypePrefix starts the types of control events: session and user changes that every
+// node acts on and that no client ever sees. Only the server appends them (AppendControl).
+const ControlTypePrefix = "tidings."
+
+// IsControl reports whether an event type is a control event's.
+func IsControl(eventType string) bool { return strings.HasPrefix(eventType, ControlTypePrefix) }
 
 // AppendEvents appends evs in q's transaction and returns their ids, in order. The events exist
 // if and only if that transaction commits. From this call until commit, the transaction holds
 // the event log's counter row, so other event writers wait: append as late as you can.
-func AppendEvents(ctx context.Context, q Querier, evs []NewEvent) ([]int64, error) {
+func AppendEvents(ctx context.Context, q DB, evs []NewEvent) ([]int64, error) {
+	for _, e := range evs {
+		if err := e.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return appendEvents(ctx, q, evs)
+}
+
+// AppendControl appends control events (types under ControlTypePrefix) in q's transaction.
+func AppendControl(ctx context.Context, q DB, evs ...NewEvent) error {
+	for _, e := range evs {
+		if !IsControl(e.Type) {
+			return fmt.Errorf("%w: %q is not a control event type", ErrInvalidEvent, e.Type)
+		}
+	}
+	_, err := appendEvents(ctx, q, evs)
+	return err
+}
+
+func appendEvents(ctx context.Context, q DB, evs []NewEvent) ([]int64, error) {
 	if len(evs) == 0 {
 		return nil, nil
 	}
@@ -66,9 +100,6 @@ func AppendEvents(ctx context.Context, q Querier, evs []NewEvent) ([]int64, erro
 	datas := make([]string, len(evs))
 	auds := make([]*string, len(evs))
 	for i, e := range evs {
-		if err := e.Validate(); err != nil {
-			return nil, err
-		}
 		types[i] = e.Type
 		datas[i] = "null"
 		if e.Data != nil {
@@ -76,7 +107,7 @@ func AppendEvents(ctx context.Context, q Querier, evs []NewEvent) ([]int64, erro
 		}
 		auds[i], _ = e.Audience.sqlValue()
 	}
-	rows, err := q.Query(ctx, "SELECT publish_events($1::text[], $2::text[]::jsonb[], $3::text[]::jsonb[])", types, datas, auds)
+	rows, err := q.Query(ctx, "SELECT tidings_append_events($1::text[], $2::text[]::jsonb[], $3::text[]::jsonb[])", types, datas, auds)
 	if err != nil {
 		return nil, fmt.Errorf("append events: %w", err)
 	}
@@ -199,4 +230,22 @@ func pruneOnce(ctx context.Context, conn *pgx.Conn, cutoff time.Time, batch int)
 func IsInvalidInput(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code[:2] == "23")
+}
+
+// ControlCloseStreams is the control event that closes the streams of some sessions or users on
+// every node; its data is a CloseStreams.
+const ControlCloseStreams = ControlTypePrefix + "close-streams"
+
+// CloseStreams says which streams to close, and with which close code and reason.
+type CloseStreams struct {
+	SessionIDs []int64 `json:"sessionIds,omitempty"`
+	UserIDs    []int64 `json:"userIds,omitempty"`
+	Code       int     `json:"code"`
+	Reason     string  `json:"reason"`
+}
+
+// Event returns the control event that carries c.
+func (c CloseStreams) Event() NewEvent {
+	b, _ := json.Marshal(c) // plain ints and strings always encode
+	return NewEvent{Type: ControlCloseStreams, Data: b}
 }

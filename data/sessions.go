@@ -1,0 +1,128 @@
+package data
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SessionRow is a stored login session. The token itself is never stored, only its SHA-256.
+type SessionRow struct {
+	ID            int64
+	TokenHash     []byte
+	UserID        int64
+	CreatedAt     time.Time
+	RotatesAt     time.Time
+	ExpiresAt     time.Time
+	PresentedAt   *time.Time // first time its cookie came back in a request
+	PredecessorID *int64
+	SuccessorID   *int64
+	RotatedAt     *time.Time
+	RevokedAt     *time.Time
+	RevokedReason string // "", "logout", "taken" or "replaced"
+	DiscardAt     time.Time
+}
+
+// The reasons a session is revoked.
+const (
+	RevokedLogout   = "logout"
+	RevokedTaken    = "taken"
+	RevokedReplaced = "replaced"
+)
+
+const sessionColumns = `id, token_hash, user_id, created_at, rotates_at, expires_at, presented_at,
+	predecessor_id, successor_id, rotated_at, revoked_at, coalesce(revoked_reason, ''), discard_at`
+
+func scanSession(row pgx.Row) (SessionRow, error) {
+	var s SessionRow
+	err := row.Scan(&s.ID, &s.TokenHash, &s.UserID, &s.CreatedAt, &s.RotatesAt, &s.ExpiresAt, &s.PresentedAt,
+		&s.PredecessorID, &s.SuccessorID, &s.RotatedAt, &s.RevokedAt, &s.RevokedReason, &s.DiscardAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, ErrNotFound
+	}
+	if err != nil {
+		return s, fmt.Errorf("read session: %w", err)
+	}
+	return s, nil
+}
+
+// InsertSession stores a new session and returns it with its id and creation time.
+func InsertSession(ctx context.Context, db DB, s SessionRow) (SessionRow, error) {
+	return scanSession(db.QueryRow(ctx, `
+		INSERT INTO sessions (token_hash, user_id, rotates_at, expires_at, predecessor_id, discard_at)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+sessionColumns,
+		s.TokenHash, s.UserID, s.RotatesAt, s.ExpiresAt, s.PredecessorID, s.DiscardAt))
+}
+
+// SessionByTokenHash returns the session whose token hashes to hash, locked for update when
+// called in a transaction, or ErrNotFound.
+func SessionByTokenHash(ctx context.Context, db DB, hash []byte) (SessionRow, error) {
+	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE token_hash = $1 FOR UPDATE", hash))
+}
+
+// SessionByID returns a session, locked for update when called in a transaction.
+func SessionByID(ctx context.Context, db DB, id int64) (SessionRow, error) {
+	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE id = $1 FOR UPDATE", id))
+}
+
+// MarkSessionPresented records that a session's cookie came back, if it had not already.
+func MarkSessionPresented(ctx context.Context, db DB, id int64, at time.Time) error {
+	_, err := db.Exec(ctx, "UPDATE sessions SET presented_at = $2 WHERE id = $1 AND presented_at IS NULL", id, at)
+	if err != nil {
+		return fmt.Errorf("mark session presented: %w", err)
+	}
+	return nil
+}
+
+// SetSuccessor records that session id was rotated into successor at a time.
+func SetSuccessor(ctx context.Context, db DB, id, successor int64, at time.Time) error {
+	_, err := db.Exec(ctx, "UPDATE sessions SET successor_id = $2, rotated_at = coalesce(rotated_at, $3) WHERE id = $1", id, successor, at)
+	if err != nil {
+		return fmt.Errorf("set session successor: %w", err)
+	}
+	return nil
+}
+
+// RevokeSession ends a session for a reason; it stays on record until its discard time.
+func RevokeSession(ctx context.Context, db DB, id int64, reason string, at time.Time) error {
+	_, err := db.Exec(ctx, "UPDATE sessions SET revoked_at = $3, revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL", id, reason, at)
+	if err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	return nil
+}
+
+// SessionSuccessors returns every session rotated from id, directly or not, oldest first.
+func SessionSuccessors(ctx context.Context, db DB, id int64) ([]SessionRow, error) {
+	rows, err := db.Query(ctx, `
+		WITH RECURSIVE chain AS (
+			SELECT s.*, 1 AS depth FROM sessions s WHERE s.id = (SELECT successor_id FROM sessions WHERE id = $1)
+			UNION ALL
+			SELECT s.*, c.depth + 1 FROM sessions s JOIN chain c ON s.id = c.successor_id WHERE c.depth < 1000
+		)
+		SELECT `+sessionColumns+` FROM chain ORDER BY depth`, id)
+	if err != nil {
+		return nil, fmt.Errorf("read session successors: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SessionRow, error) { return scanSession(row) })
+	if err != nil {
+		return nil, fmt.Errorf("read session successors: %w", err)
+	}
+	return out, nil
+}
+
+// DiscardOld deletes sessions past their discard time and login failures older than before,
+// and returns how many sessions it deleted.
+func DiscardOld(ctx context.Context, db DB, now, failuresBefore time.Time) (int64, error) {
+	tag, err := db.Exec(ctx, "DELETE FROM sessions WHERE discard_at < $1", now)
+	if err != nil {
+		return 0, fmt.Errorf("discard sessions: %w", err)
+	}
+	if _, err := db.Exec(ctx, "DELETE FROM login_failures WHERE at < $1", failuresBefore); err != nil {
+		return 0, fmt.Errorf("discard login failures: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
