@@ -33,7 +33,7 @@ func BenchmarkFanout(b *testing.B) {
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for range subscribers {
-		sub, head, err := hub.Subscribe(ctx)
+		sub, head, err := hub.Subscribe(ctx, Viewer{}, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

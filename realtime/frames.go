@@ -18,12 +18,28 @@ type Event struct {
 	Audience data.Audience
 	Frame    []byte    // {"type":"event","id":…,"event":{"type":…,"data":…,"time":…}}
 	At       time.Time // when the hub read it
+	// Control is set for control events, which no client sees; Close is what one asks.
+	Control bool
+	Close   *data.CloseStreams
 }
 
 // NewEvent encodes a stored event into the frame that every stream sends.
 func NewEvent(e data.Event) *Event {
+	if data.IsControl(e.Type) {
+		ev := &Event{ID: e.ID, Type: e.Type, Control: true, At: time.Now()}
+		if e.Type == data.ControlCloseStreams {
+			var c data.CloseStreams
+			if json.Unmarshal(e.Data, &c) == nil {
+				ev.Close = &c
+			}
+		}
+		return ev
+	}
 	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Frame: AppendEventFrame(nil, e), At: time.Now()}
 }
+
+// visibleTo reports whether the event may be sent to v.
+func (e *Event) visibleTo(v Viewer) bool { return !e.Control && v.CanSee(e.Audience) }
 
 // AppendEventFrame appends the event frame of e to b.
 func AppendEventFrame(b []byte, e data.Event) []byte {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"tidings/data"
 )
@@ -54,7 +57,15 @@ type Hub struct {
 	oldest   int64                      // guarded by mu: smallest id in ring (head+1 when empty)
 	subs     map[*Subscription]struct{} // guarded by mu
 	shutdown bool                       // guarded by mu
+	// Guarded by mu: the streams of each session and user, for control events, and the most
+	// recent control events, for streams that subscribe just after one.
+	bySession map[int64]map[*Subscription]struct{}
+	byUser    map[int64]map[*Subscription]struct{}
+	controls  []*Event
 }
+
+// maxRecentControls bounds the control events the hub remembers for late subscribers.
+const maxRecentControls = 4096
 
 // NewHub returns a hub reading store. Call Run to start it.
 func NewHub(store Store, cfg HubConfig) *Hub {
@@ -82,6 +93,9 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		ready: make(chan struct{}),
 		ring:  make([]*Event, cfg.CacheSize),
 		subs:  map[*Subscription]struct{}{},
+
+		bySession: map[int64]map[*Subscription]struct{}{},
+		byUser:    map[int64]map[*Subscription]struct{}{},
 	}
 }
 
@@ -227,10 +241,49 @@ func (h *Hub) advance(page []*Event) {
 	}
 	h.head = page[len(page)-1].ID
 	h.oldest = max(h.oldest, h.head-int64(len(h.ring))+1)
+	for _, e := range page {
+		if e.Close != nil {
+			h.controlLocked(e)
+		}
+	}
 	for s := range h.subs {
 		s.signal()
 	}
 	h.mu.Unlock()
+}
+
+// controlLocked closes the streams that a control event names, and remembers it for streams
+// that subscribe with a session read before it.
+func (h *Hub) controlLocked(e *Event) {
+	h.controls = append(h.controls, e)
+	if len(h.controls) > maxRecentControls {
+		h.controls = append(h.controls[:0:0], h.controls[len(h.controls)-maxRecentControls/2:]...)
+	}
+	r := CloseReason{websocket.StatusCode(e.Close.Code), e.Close.Reason}
+	for _, id := range e.Close.SessionIDs {
+		for s := range h.bySession[id] {
+			s.Close(r)
+		}
+	}
+	for _, id := range e.Close.UserIDs {
+		for s := range h.byUser[id] {
+			s.Close(r)
+		}
+	}
+}
+
+// closesLocked returns the close that a remembered control event after `since` asks of s.
+func (h *Hub) closesLocked(s *Subscription, since int64) *CloseReason {
+	for _, e := range h.controls {
+		if e.ID <= since {
+			continue
+		}
+		if (s.sessionID != 0 && slices.Contains(e.Close.SessionIDs, s.sessionID)) ||
+			(s.userID != 0 && slices.Contains(e.Close.UserIDs, s.userID)) {
+			return &CloseReason{websocket.StatusCode(e.Close.Code), e.Close.Reason}
+		}
+	}
+	return nil
 }
 
 // Head returns the id of the newest event the hub has read.
@@ -277,8 +330,10 @@ func (h *Hub) Shutdown() {
 }
 
 // Subscribe registers a stream's wake-ups and returns the head at that moment: every event
-// after it will wake the subscription. It waits for the hub to be ready.
-func (h *Hub) Subscribe(ctx context.Context) (*Subscription, int64, error) {
+// after it will wake the subscription. The viewer's session and user make it reachable by
+// control events; one after `since` (the head before the viewer's session was read) that
+// names them closes it at once. It waits for the hub to be ready.
+func (h *Hub) Subscribe(ctx context.Context, v Viewer, since int64) (*Subscription, int64, error) {
 	select {
 	case <-h.ready:
 	default:
@@ -288,14 +343,38 @@ func (h *Hub) Subscribe(ctx context.Context) (*Subscription, int64, error) {
 			return nil, 0, ctx.Err()
 		}
 	}
-	s := &Subscription{hub: h, wake: make(chan struct{}, 1)}
+	s := &Subscription{hub: h, wake: make(chan struct{}, 1), sessionID: v.SessionID, userID: v.UserID}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.shutdown {
 		return nil, 0, errShutdown
 	}
 	h.subs[s] = struct{}{}
+	addIndex(h.bySession, s.sessionID, s)
+	addIndex(h.byUser, s.userID, s)
+	if r := h.closesLocked(s, since); r != nil {
+		s.Close(*r)
+	}
 	return s, h.head, nil
+}
+
+func addIndex(index map[int64]map[*Subscription]struct{}, id int64, s *Subscription) {
+	if id == 0 {
+		return
+	}
+	if index[id] == nil {
+		index[id] = map[*Subscription]struct{}{}
+	}
+	index[id][s] = struct{}{}
+}
+
+func removeIndex(index map[int64]map[*Subscription]struct{}, id int64, s *Subscription) {
+	if set := index[id]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(index, id)
+		}
+	}
 }
 
 // Subscribers returns how many streams are subscribed.

@@ -88,6 +88,13 @@ type StreamOptions struct {
 	Subscribed func(*Subscription)
 	// CloseAtOnce, if set, closes the stream with this reason right after the session frame.
 	CloseAtOnce *CloseReason
+	// CloseAt, if set, closes the stream at that time with CloseAtReason (session rotation
+	// or expiry).
+	CloseAt       time.Time
+	CloseAtReason CloseReason
+	// CheckedAt is the hub's head read before the viewer's session was: control events after
+	// it that name the session or user close the stream.
+	CheckedAt int64
 }
 
 // stream is one socket's delivery state.
@@ -116,7 +123,7 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	conn := sock.ws
 	defer conn.CloseNow()
 	conn.SetReadLimit(cfg.ReadLimit)
-	sub, head, err := h.Subscribe(ctx)
+	sub, head, err := h.Subscribe(ctx, opts.Viewer, opts.CheckedAt)
 	if err != nil {
 		if errors.Is(err, errShutdown) {
 			conn.Close(CloseGoingAway.Code, CloseGoingAway.Reason)
@@ -130,6 +137,10 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	}
 	if opts.CloseAtOnce != nil {
 		sub.Close(*opts.CloseAtOnce)
+	}
+	if !opts.CloseAt.IsZero() {
+		timer := time.AfterFunc(time.Until(opts.CloseAt), func() { sub.Close(opts.CloseAtReason) })
+		defer timer.Stop()
 	}
 	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, sub: sub}
 	ctx, cancel := context.WithCancel(ctx)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"tidings/data"
 )
 
 // errPruned means the events a stream needs next were removed by retention.
@@ -148,7 +150,7 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	defer cancel()
 	w.hold()
 	for _, e := range buf[:n] {
-		if w.opts.Viewer.CanSee(e.Audience) {
+		if e.visibleTo(w.opts.Viewer) {
 			if err := w.conn.Write(wctx, websocket.MessageText, e.Frame); err != nil {
 				return false, errWriteFailed
 			}
@@ -198,7 +200,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 		if !w.ready && e.ID > w.readyAt {
 			break
 		}
-		if w.opts.Viewer.CanSee(e.Audience) {
+		if !data.IsControl(e.Type) && w.opts.Viewer.CanSee(e.Audience) {
 			w.frames = AppendEventFrame(w.frames[:0], e)
 			if err := w.conn.Write(wctx, websocket.MessageText, w.frames); err != nil {
 				return errWriteFailed

@@ -29,8 +29,10 @@ var (
 // Subscription is one stream's registration with the hub: the hub wakes it when the log grows,
 // and anyone may ask it to close.
 type Subscription struct {
-	hub  *Hub
-	wake chan struct{} // capacity 1
+	hub       *Hub
+	wake      chan struct{} // capacity 1
+	sessionID int64         // 0: none
+	userID    int64         // 0: none
 
 	mu      sync.Mutex
 	closeAs *CloseReason // guarded by mu: the first close asked for
@@ -65,5 +67,7 @@ func (s *Subscription) closeReason() *CloseReason {
 func (s *Subscription) Unsubscribe() {
 	s.hub.mu.Lock()
 	delete(s.hub.subs, s)
+	removeIndex(s.hub.bySession, s.sessionID, s)
+	removeIndex(s.hub.byUser, s.userID, s)
 	s.hub.mu.Unlock()
 }

@@ -5,8 +5,9 @@ import "tidings/data"
 // Viewer is who a stream delivers to: anonymous (the zero value), or a signed-in account.
 // The web layer decides it from the session; the stream only applies it.
 type Viewer struct {
-	UserID int64         // 0 when anonymous
-	Type   data.UserType // the account's type; empty when anonymous
+	SessionID int64         // 0 when anonymous
+	UserID    int64         // 0 when anonymous
+	Type      data.UserType // the account's type; empty when anonymous
 }
 
 // SignedIn reports whether the viewer is an account.
