@@ -1,0 +1,257 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tidings/data"
+)
+
+// Config configures a Manager. The zero value of each field means its default.
+type Config struct {
+	// Rotate is the rotation period of a session (default 1h).
+	Rotate time.Duration
+	// Expire is the lifetime of a session since its last rotation (default 336h).
+	Expire time.Duration
+	// Grace is how long a rotated session stays usable (default 30s).
+	Grace time.Duration
+	// Password sets the argon2id cost (default DefaultPasswordParams).
+	Password *PasswordParams
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger receives what goes wrong; nil discards it.
+	Logger *slog.Logger
+}
+
+// Manager keeps sessions and users in the database.
+type Manager struct {
+	pool   *pgxpool.Pool
+	cfg    Config
+	log    *slog.Logger
+	hasher *hasher
+	addrs  *addressLimiter
+}
+
+// NewManager returns a Manager over pool.
+func NewManager(pool *pgxpool.Pool, cfg Config) *Manager {
+	if cfg.Rotate <= 0 {
+		cfg.Rotate = time.Hour
+	}
+	if cfg.Expire <= 0 {
+		cfg.Expire = 336 * time.Hour
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	params := DefaultPasswordParams
+	if cfg.Password != nil {
+		params = *cfg.Password
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{pool: pool, cfg: cfg, log: log, hasher: &hasher{params: params}, addrs: newAddressLimiter()}
+}
+
+// ServerSession is a login session as the server knows it, with its account.
+type ServerSession struct {
+	data.SessionRow
+	Account data.User
+}
+
+// Notices a request may carry (PROTOCOL.md section 4.4).
+const NoticeSessionTaken = "session-taken"
+
+// Resolution is what a request's cookie amounts to.
+type Resolution struct {
+	// Session is the session the request acts as; nil for anonymous.
+	Session *ServerSession
+	// NewToken, when set, is a new cookie to send: the session was rotated or its lost
+	// successor replaced.
+	NewToken Token
+	// ClearCookie asks to clear the cookie: it names no live session.
+	ClearCookie bool
+	// Notice is "" or NoticeSessionTaken.
+	Notice string
+	// Rotated means the cookie's session was already rotated and is within its grace: it still
+	// acts as its account, but a stream opened with it must close at once with 4002.
+	Rotated bool
+}
+
+// Errors of sessions and users, translated to statuses by the web layer.
+var (
+	ErrInvalid     = errors.New("auth: invalid")
+	ErrBadLogin    = errors.New("auth: wrong name or password")
+	ErrRateLimited = errors.New("auth: too many failed logins")
+	ErrNameTaken   = errors.New("auth: name taken")
+	ErrForbidden   = errors.New("auth: forbidden")
+	ErrNotFound    = errors.New("auth: not found")
+)
+
+// Resolve reads the session behind a cookie's token, applying the rules of PROTOCOL.md
+// section 4: expiry, rotation when due, the grace period of a rotated session, the replacement
+// of a successor whose response was lost, and theft detection.
+func (m *Manager) Resolve(ctx context.Context, token Token) (Resolution, error) {
+	if token == "" {
+		return Resolution{}, nil
+	}
+	var res Resolution
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = m.resolve(ctx, tx, token)
+		return err
+	})
+	if err != nil {
+		return Resolution{}, fmt.Errorf("resolve session: %w", err)
+	}
+	return res, nil
+}
+
+func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resolution, error) {
+	now := m.cfg.Now()
+	row, err := data.SessionByTokenHash(ctx, tx, token.Hash())
+	if errors.Is(err, data.ErrNotFound) {
+		return Resolution{ClearCookie: true}, nil
+	}
+	if err != nil {
+		return Resolution{}, err
+	}
+	switch {
+	case row.RevokedAt != nil:
+		res := Resolution{ClearCookie: true}
+		if row.RevokedReason == data.RevokedTaken {
+			res.Notice = NoticeSessionTaken
+		}
+		return res, nil
+
+	case row.SuccessorID != nil && now.Before(row.RotatedAt.Add(m.cfg.Grace)):
+		// A request already in flight when the session rotated: same account, no new cookie.
+		s, err := m.withAccount(ctx, tx, row)
+		return Resolution{Session: s, Rotated: true}, err
+
+	case row.SuccessorID != nil:
+		successor, err := data.SessionByID(ctx, tx, *row.SuccessorID)
+		if err != nil {
+			return Resolution{}, err
+		}
+		if successor.PresentedAt != nil || successor.SuccessorID != nil {
+			// Two parties held this cookie: cut off every successor, tell whoever this is.
+			return Resolution{ClearCookie: true, Notice: NoticeSessionTaken}, m.revokeSuccessors(ctx, tx, row.ID, now)
+		}
+		if !now.Before(row.ExpiresAt) {
+			return Resolution{ClearCookie: true}, nil
+		}
+		// The response that carried the successor was lost: replace it, so that a dropped
+		// response never logs anyone out.
+		if err := data.RevokeSession(ctx, tx, successor.ID, data.RevokedReplaced, now); err != nil {
+			return Resolution{}, err
+		}
+		return m.rotate(ctx, tx, row, now)
+
+	case !now.Before(row.ExpiresAt):
+		return Resolution{ClearCookie: true}, nil
+
+	case !now.Before(row.RotatesAt):
+		if err := data.MarkSessionPresented(ctx, tx, row.ID, now); err != nil {
+			return Resolution{}, err
+		}
+		// Streams opened with this session close with 4002 and reconnect onto the successor.
+		closeEv := data.CloseStreams{SessionIDs: []int64{row.ID}, Code: 4002, Reason: "session-rotated"}.Event()
+		if err := data.AppendControl(ctx, tx, closeEv); err != nil {
+			return Resolution{}, err
+		}
+		return m.rotate(ctx, tx, row, now)
+	}
+	if row.PresentedAt == nil {
+		if err := data.MarkSessionPresented(ctx, tx, row.ID, now); err != nil {
+			return Resolution{}, err
+		}
+	}
+	s, err := m.withAccount(ctx, tx, row)
+	return Resolution{Session: s}, err
+}
+
+// rotate gives row a new successor session and returns it with its token.
+func (m *Manager) rotate(ctx context.Context, tx pgx.Tx, row data.SessionRow, now time.Time) (Resolution, error) {
+	s, token, err := m.newSession(ctx, tx, row.UserID, &row.ID, now)
+	if err != nil {
+		return Resolution{}, err
+	}
+	if err := data.SetSuccessor(ctx, tx, row.ID, s.ID, now); err != nil {
+		return Resolution{}, err
+	}
+	return Resolution{Session: s, NewToken: token}, nil
+}
+
+// revokeSuccessors revokes, as taken, every session rotated from id, and closes their streams.
+func (m *Manager) revokeSuccessors(ctx context.Context, tx pgx.Tx, id int64, now time.Time) error {
+	chain, err := data.SessionSuccessors(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	var ids []int64
+	for _, s := range chain {
+		if s.RevokedAt != nil {
+			continue
+		}
+		if err := data.RevokeSession(ctx, tx, s.ID, data.RevokedTaken, now); err != nil {
+			return err
+		}
+		ids = append(ids, s.ID)
+	}
+	// The old session stays on record, revoked too: presented again, it says session-taken.
+	if err := data.RevokeSession(ctx, tx, id, data.RevokedTaken, now); err != nil {
+		return err
+	}
+	m.log.Warn("session taken: a rotated cookie came back after its successor was used; successors revoked",
+		"session", id, "revoked", ids)
+	if len(ids) == 0 {
+		return nil
+	}
+	return data.AppendControl(ctx, tx, data.CloseStreams{SessionIDs: ids, Code: 4003, Reason: "session-taken"}.Event())
+}
+
+// newSession stores a fresh session for a user.
+func (m *Manager) newSession(ctx context.Context, tx pgx.Tx, userID int64, predecessor *int64, now time.Time) (*ServerSession, Token, error) {
+	token := NewToken()
+	expires := now.Add(m.cfg.Expire)
+	row, err := data.InsertSession(ctx, tx, data.SessionRow{
+		TokenHash:     token.Hash(),
+		UserID:        userID,
+		RotatesAt:     now.Add(m.cfg.Rotate),
+		ExpiresAt:     expires,
+		PredecessorID: predecessor,
+		// Kept on record past its end, for theft detection.
+		DiscardAt: expires.Add(m.cfg.Grace),
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := m.withAccount(ctx, tx, row)
+	return s, token, err
+}
+
+func (m *Manager) withAccount(ctx context.Context, tx pgx.Tx, row data.SessionRow) (*ServerSession, error) {
+	u, err := data.UserByID(ctx, tx, row.UserID)
+	if err != nil {
+		return nil, fmt.Errorf("session %d account: %w", row.ID, err)
+	}
+	return &ServerSession{SessionRow: row, Account: u}, nil
+}
+
+// Discard deletes sessions past their discard time and login failures older than the login
+// window; run it periodically.
+func (m *Manager) Discard(ctx context.Context) (int64, error) {
+	now := m.cfg.Now()
+	return data.DiscardOld(ctx, m.pool, now, now.Add(-loginWindow))
+}
