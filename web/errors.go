@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
+
+	"tidings/auth"
 )
 
 // apiError is a refusal as the API sends it.
@@ -26,7 +29,34 @@ var (
 	errBadAPIKey        = &apiError{http.StatusUnauthorized, "unauthorized", "a valid bearer API key is required"}
 	errUnavailable      = &apiError{http.StatusServiceUnavailable, "unavailable", "the database is unavailable; nothing was stored, try again"}
 	errInternal         = &apiError{http.StatusInternalServerError, "internal", "internal error"}
+	errUnauthenticated  = &apiError{http.StatusUnauthorized, "unauthenticated", "sign in first"}
+	errBadLogin         = &apiError{http.StatusUnauthorized, "bad-login", "wrong name or password"}
+	errRateLimited      = &apiError{http.StatusTooManyRequests, "rate-limited", "too many failed logins; try again later"}
+	errForbidden        = &apiError{http.StatusForbidden, "forbidden", "your account may not do this"}
+	errNameTaken        = &apiError{http.StatusConflict, "name-taken", "that name is taken"}
 )
+
+// authError maps the errors of package auth to the API's refusals, in one table.
+func authError(err error) error {
+	for _, m := range []struct {
+		err error
+		api *apiError
+	}{
+		{auth.ErrBadLogin, errBadLogin},
+		{auth.ErrRateLimited, errRateLimited},
+		{auth.ErrForbidden, errForbidden},
+		{auth.ErrNameTaken, errNameTaken},
+		{auth.ErrNotFound, errNotFound},
+	} {
+		if errors.Is(err, m.err) {
+			return m.api
+		}
+	}
+	if errors.Is(err, auth.ErrInvalid) {
+		return badRequest("invalid", strings.TrimPrefix(err.Error(), auth.ErrInvalid.Error()+": "))
+	}
+	return err
+}
 
 // badRequest is a 400 with a message that says what is wrong.
 func badRequest(code, message string) *apiError {

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/julienschmidt/httprouter"
 
+	"tidings/auth"
 	"tidings/data"
 	"tidings/realtime"
 )
@@ -25,6 +26,8 @@ type Config struct {
 	APIKey string
 	// Stream configures every WebSocket stream.
 	Stream realtime.StreamConfig
+	// Dev names the session cookie tidings-session, without Secure (plain http on localhost).
+	Dev bool
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -35,6 +38,7 @@ type Deps struct {
 	Events    *data.Events
 	Publisher *data.Publisher
 	Hub       *realtime.Hub
+	Auth      *auth.Manager
 }
 
 // maxBody is the largest request body read (PROTOCOL.md section 5).
@@ -76,6 +80,14 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	r.GET("/api/last-event-id", h.lastEventID)
 	r.GET("/api/events", h.events)
 	r.POST("/api/publish", h.publish)
+	r.POST("/api/auth/register", h.register)
+	r.POST("/api/auth/login", h.login)
+	r.POST("/api/auth/logout", h.logout)
+	r.GET("/api/session", h.session)
+	r.GET("/api/users", h.listUsers)
+	r.GET("/api/users/:id", h.getUser)
+	r.PATCH("/api/users/:id", h.patchUser)
+	r.DELETE("/api/users/:id", h.deleteUser)
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })

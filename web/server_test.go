@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"tidings/auth"
 	"tidings/data"
 	"tidings/data/datatest"
 	"tidings/realtime"
@@ -30,14 +31,19 @@ type testServer struct {
 	events  *data.Events
 	hub     *realtime.Hub
 	handler *web.Handler
+	auth    *auth.Manager
 }
 
 type serverOptions struct {
 	hub    realtime.HubConfig
 	web    web.Config
+	auth   auth.Config
 	dbURL  string // share a database with another node; empty: a fresh one
 	noWait bool
 }
+
+// cheapPasswords keeps argon2id fast in tests.
+var cheapPasswords = auth.PasswordParams{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
 
 func newServer(t testing.TB, o serverOptions) *testServer {
 	t.Helper()
@@ -62,9 +68,14 @@ func newServer(t testing.TB, o serverOptions) *testServer {
 		defer close(done)
 		hub.Run(ctx)
 	}()
-	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}), Hub: hub}, o.web)
+	if o.auth.Password == nil {
+		o.auth.Password = &cheapPasswords
+	}
+	o.web.Dev = true // plain http: the cookie jar sends tidings-session without Secure
+	sessions := auth.NewManager(pool, o.auth)
+	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}), Hub: hub, Auth: sessions}, o.web)
 	srv := httptest.NewServer(h)
-	s := &testServer{Server: srv, pool: pool, events: events, hub: hub, handler: h}
+	s := &testServer{Server: srv, pool: pool, events: events, hub: hub, handler: h, auth: sessions}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
@@ -72,6 +83,8 @@ func newServer(t testing.TB, o serverOptions) *testServer {
 		srv.Close()
 		cancel()
 		<-done
+		// The tests' own clients keep idle keep-alive connections; let them go.
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	})
 	select {
 	case <-hub.Ready():
@@ -160,6 +173,20 @@ func (s *testServer) dialLive(t *testing.T) *client {
 }
 
 func (s *testServer) tryDial(t *testing.T, query string, header http.Header) (*client, error) {
+	return s.tryDialAs(t, nil, query, header)
+}
+
+// dialAs opens a stream through an HTTP client (its cookie jar).
+func (s *testServer) dialAs(t *testing.T, hc *http.Client, query string) *client {
+	t.Helper()
+	c, err := s.tryDialAs(t, hc, query, nil)
+	if err != nil {
+		t.Fatalf("dial ?%s: %v", query, err)
+	}
+	return c
+}
+
+func (s *testServer) tryDialAs(t *testing.T, hc *http.Client, query string, header http.Header) (*client, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -167,7 +194,11 @@ func (s *testServer) tryDial(t *testing.T, query string, header http.Header) (*c
 	if query != "" {
 		u += "?" + query
 	}
-	conn, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: header, Subprotocols: []string{"tidings.v1"}})
+	opts := &websocket.DialOptions{HTTPHeader: header, Subprotocols: []string{"tidings.v1"}}
+	if hc != nil {
+		opts.HTTPClient = hc
+	}
+	conn, resp, err := websocket.Dial(ctx, u, opts)
 	if err != nil {
 		if resp != nil && resp.Body != nil {
 			resp.Body.Close()

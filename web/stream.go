@@ -50,9 +50,6 @@ func ParseLastEventID(rawQuery string) (*int64, error) {
 	return found, nil
 }
 
-// anonymousSessionFrame is the first frame of a stream without a session.
-var anonymousSessionFrame = []byte(`{"type":"session","session":null,"notice":null}`)
-
 // events upgrades to the event stream (PROTOCOL.md section 2).
 func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	after, err := ParseLastEventID(r.URL.RawQuery)
@@ -64,6 +61,14 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, errBadOrigin)
 		return
 	}
+	// The head before the session is read: a control event after it that names this session
+	// or user closes the stream, even if the hub applies it before the stream subscribes.
+	checkedAt := h.deps.Hub.Head()
+	res, err := h.resolve(w, r) // a rotation's cookie rides on the 101
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	sock, err := realtime.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the origin was checked above, by our own rule
@@ -72,8 +77,20 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		return // Accept has answered the request
 	}
 	opts := realtime.StreamOptions{
-		SessionFrame: anonymousSessionFrame,
+		SessionFrame: sessionFrame(res),
 		LastEventID:  after,
+		CheckedAt:    checkedAt,
+	}
+	if s := res.Session; s != nil {
+		opts.Viewer = realtime.Viewer{SessionID: s.ID, UserID: s.Account.ID, Type: s.Account.Type}
+		opts.Publish = h.publisherFor(s.Account)
+		if res.Rotated {
+			opts.CloseAtOnce = &realtime.CloseSessionRotated
+		}
+		opts.CloseAt, opts.CloseAtReason = s.RotatesAt, realtime.CloseSessionRotated
+		if !s.ExpiresAt.After(s.RotatesAt) {
+			opts.CloseAt, opts.CloseAtReason = s.ExpiresAt, realtime.CloseSessionExpired
+		}
 	}
 	// The request's context ends with the handler; the stream's belongs to the server.
 	h.streams.Add(1)

@@ -38,6 +38,8 @@ var errUsage = errors.New("usage")
 const usage = `usage:
   tidings serve   [flags]   run a node (flags: tidings serve -h)
   tidings migrate [flags]   apply pending database migrations
+  tidings user create --name N --password P [--type admin] [flags]
+                            make a user (the first admin, say)
 `
 
 // run is the whole program: it parses args, reads the environment only through getenv, and
@@ -61,6 +63,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 		return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error { return nil })
+	case "user":
+		if len(args) < 3 || args[2] != "create" {
+			fmt.Fprint(stdout, usage)
+			return errUsage
+		}
+		return userCreate(ctx, args[3:], getenv, stdout, log)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

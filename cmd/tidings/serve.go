@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"tidings/auth"
 	"tidings/data"
 	"tidings/realtime"
 	"tidings/web"
@@ -28,14 +29,17 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
 		events := data.NewEvents(pool)
 		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log})
+		sessions := newAuth(pool, cfg, log)
 		handler := web.NewHandler(web.Deps{
 			Pool:      pool,
 			Events:    events,
 			Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
 			Hub:       hub,
+			Auth:      sessions,
 		}, web.Config{
 			AllowedOrigins: cfg.allowedOrigins,
 			APIKey:         cfg.apiKey,
+			Dev:            cfg.dev,
 			Logger:         log,
 		})
 
@@ -60,6 +64,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			}
 		})
 		wg.Go(func() { pruneLoop(hubCtx, events, cfg.retention, cfg.pruneInterval, log) })
+		wg.Go(func() { discardLoop(hubCtx, sessions, cfg.pruneInterval, log) })
 		serveErr := make(chan error, 1)
 		wg.Go(func() { serveErr <- srv.Serve(ln) })
 		fmt.Fprintf(stdout, "tidings listening on http://%s\n", ln.Addr())
@@ -107,4 +112,29 @@ func pruneLoop(ctx context.Context, events *data.Events, retention, interval tim
 			log.Info("pruned events", "deleted", n)
 		}
 	}
+}
+
+// discardLoop deletes sessions past their discard time, and old login failures, every interval.
+func discardLoop(ctx context.Context, sessions *auth.Manager, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := sessions.Discard(ctx); err != nil && ctx.Err() == nil {
+			log.Error("discard old sessions", "err", err)
+		} else if n > 0 {
+			log.Info("discarded old sessions", "deleted", n)
+		}
+	}
+}
+
+// newAuth is the session manager with the configured periods.
+func newAuth(pool *pgxpool.Pool, cfg config, log *slog.Logger) *auth.Manager {
+	return auth.NewManager(pool, auth.Config{
+		Rotate: cfg.sessionRotate, Expire: cfg.sessionExpire, Grace: cfg.sessionGrace, Logger: log,
+	})
 }

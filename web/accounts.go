@@ -1,0 +1,232 @@
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/julienschmidt/httprouter"
+
+	"tidings/auth"
+	"tidings/data"
+)
+
+// credentials is the body of register and login.
+type credentials struct {
+	Name     *string `json:"name"`
+	Password *string `json:"password"`
+}
+
+// ParseCredentials reads the body of POST /api/auth/register and login: an object with string
+// name and password (other fields are ignored).
+func ParseCredentials(body []byte) (name, password string, err error) {
+	var c credentials
+	if json.Unmarshal(body, &c) != nil || c.Name == nil || c.Password == nil {
+		return "", "", badRequest("invalid-body", `the body must be {"name":"…","password":"…"}`)
+	}
+	return *c.Name, *c.Password, nil
+}
+
+// userPatch is the body of PATCH /api/users/:id.
+type userPatch struct {
+	Name *string        `json:"name"`
+	Type *data.UserType `json:"type"`
+}
+
+// ParseUserPatch reads the body of PATCH /api/users/:id: an object with an optional string
+// name and an optional string type, and nothing else.
+func ParseUserPatch(body []byte) (auth.UserPatch, error) {
+	var p userPatch
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || dec.More() || bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return auth.UserPatch{}, badRequest("invalid-body", `the body must be {"name"?:"…","type"?:"regular"|"crew"|"admin"}`)
+	}
+	return auth.UserPatch{Name: p.Name, Type: p.Type}, nil
+}
+
+// readBody reads a request body within the 1 MiB limit.
+func readBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, errTooLarge
+	}
+	if err != nil {
+		return nil, badRequest("invalid-body", "the body could not be read")
+	}
+	return body, nil
+}
+
+// fail answers err: a refusal as it is, anything else logged and 500 (or 503 when it is the
+// database).
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	err = authError(err)
+	var api *apiError
+	if !errors.As(err, &api) {
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		err = errUnavailable
+	}
+	writeError(w, err)
+}
+
+func (h *Handler) register(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	body, err := readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	name, password, err := ParseCredentials(body)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	s, token, err := h.deps.Auth.Register(r.Context(), name, password)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.setCookie(w, token, s.ExpiresAt)
+	writeJSON(w, http.StatusCreated, newApiSession(s))
+}
+
+func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	body, err := readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	name, password, err := ParseCredentials(body)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
+	s, token, err := h.deps.Auth.Login(r.Context(), name, password, addr)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.setCookie(w, token, s.ExpiresAt)
+	writeJSON(w, http.StatusOK, newApiSession(s))
+}
+
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	if err := h.deps.Auth.Logout(r.Context(), h.token(r)); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.clearCookie(w)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) session(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	res, err := h.resolve(w, r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, newSessionBody(res))
+}
+
+// account resolves the request's session and answers 401 when there is none.
+func (h *Handler) account(w http.ResponseWriter, r *http.Request) (data.User, bool) {
+	res, err := h.resolve(w, r)
+	if err != nil {
+		h.fail(w, r, err)
+		return data.User{}, false
+	}
+	if res.Session == nil {
+		writeError(w, errUnauthenticated)
+		return data.User{}, false
+	}
+	return res.Session.Account, true
+}
+
+// userID reads the :id of a users route; anything but a positive decimal id is not found.
+func userID(ps httprouter.Params) (int64, bool) {
+	id, err := strconv.ParseInt(ps.ByName("id"), 10, 64)
+	return id, err == nil && id > 0 && strconv.FormatInt(id, 10) == ps.ByName("id")
+}
+
+func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	if _, ok := h.account(w, r); !ok {
+		return
+	}
+	users, err := h.deps.Auth.Users(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := make([]auth.ApiUser, len(users))
+	for i, u := range users {
+		out[i] = auth.NewApiUser(u)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) getUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	if _, ok := h.account(w, r); !ok {
+		return
+	}
+	id, ok := userID(ps)
+	if !ok {
+		writeError(w, errNotFound)
+		return
+	}
+	u, err := h.deps.Auth.User(r.Context(), id)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, auth.NewApiUser(u))
+}
+
+func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	account, ok := h.account(w, r)
+	if !ok {
+		return
+	}
+	id, ok := userID(ps)
+	if !ok {
+		writeError(w, errNotFound)
+		return
+	}
+	body, err := readBody(r)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	patch, err := ParseUserPatch(body)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	u, err := h.deps.Auth.UpdateUser(r.Context(), account, id, patch)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, auth.NewApiUser(u))
+}
+
+func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	account, ok := h.account(w, r)
+	if !ok {
+		return
+	}
+	id, ok := userID(ps)
+	if !ok {
+		writeError(w, errNotFound)
+		return
+	}
+	if err := h.deps.Auth.DeleteUser(r.Context(), account, id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,68 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"tidings/data"
+	"tidings/realtime"
+)
+
+// maxMessageRunes is the longest message text, in code points, after trimming.
+const maxMessageRunes = 4000
+
+// clientTypes are the event types that clients may publish over a socket, each with the rule
+// that turns what the client sent into what is stored. The server fills in who sent it and the
+// audience; a client cannot.
+var clientTypes = map[string]func(account data.User, d json.RawMessage) (json.RawMessage, data.Audience, error){
+	"message": messageData,
+}
+
+// messageData checks a message: data {"text":…} whose text, trimmed of Unicode white space, is
+// 1 to 4,000 code points. The stored data names the sender.
+func messageData(account data.User, d json.RawMessage) (json.RawMessage, data.Audience, error) {
+	var in struct {
+		Text *string `json:"text"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(d))
+	if len(d) == 0 || dec.Decode(&in) != nil || in.Text == nil {
+		return nil, data.Audience{}, &realtime.FrameError{Code: realtime.CodeInvalid, Message: `a message needs data {"text":"…"}`}
+	}
+	text := strings.TrimFunc(*in.Text, unicode.IsSpace)
+	if n := utf8.RuneCountInString(text); n < 1 || n > maxMessageRunes {
+		return nil, data.Audience{}, &realtime.FrameError{Code: realtime.CodeInvalid, Message: "a message text is 1 to 4000 characters"}
+	}
+	b, _ := json.Marshal(struct {
+		UserID   int64  `json:"userId"`
+		UserName string `json:"userName"`
+		Text     string `json:"text"`
+	}{account.ID, account.Name, text})
+	return b, data.Audience{Kind: data.AudienceSignedIn}, nil
+}
+
+// publisherFor returns the publish function of a signed-in account's streams.
+func (h *Handler) publisherFor(account data.User) realtime.PublishFunc {
+	return func(ctx context.Context, ev realtime.ClientEvent) (int64, error) {
+		rule, ok := clientTypes[ev.Type]
+		if !ok {
+			return 0, &realtime.FrameError{Code: realtime.CodeForbidden, Message: "clients may not publish events of type " + ev.Type}
+		}
+		d, aud, err := rule(account, ev.Data)
+		if err != nil {
+			return 0, err
+		}
+		ids, err := h.deps.Publisher.Publish(ctx, []data.NewEvent{{Type: ev.Type, Data: d, Audience: aud}})
+		if err != nil {
+			if errors.Is(err, data.ErrInvalidEvent) {
+				return 0, &realtime.FrameError{Code: realtime.CodeInvalid, Message: err.Error()}
+			}
+			return 0, err
+		}
+		return ids[0], nil
+	}
+}

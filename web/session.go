@@ -1,0 +1,111 @@
+package web
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"tidings/auth"
+	"tidings/realtime"
+)
+
+// Cookie names (PROTOCOL.md section 4): the __Host- prefix binds the cookie to this host over
+// https; development mode on plain http uses the plain name.
+const (
+	cookieName    = "__Host-tidings-session"
+	devCookieName = "tidings-session"
+)
+
+// ApiSession is a session as the wire carries it: never its token.
+type ApiSession struct {
+	ID        int64            `json:"id"`
+	Account   *auth.ApiAccount `json:"account"`
+	RotatesAt string           `json:"rotatesAt"`
+	ExpiresAt string           `json:"expiresAt"`
+}
+
+// newApiSession is the wire form of s, or nil.
+func newApiSession(s *auth.ServerSession) *ApiSession {
+	if s == nil {
+		return nil
+	}
+	account := auth.NewApiUser(s.Account)
+	return &ApiSession{ID: s.ID, Account: &account, RotatesAt: wireTime(s.RotatesAt), ExpiresAt: wireTime(s.ExpiresAt)}
+}
+
+func wireTime(t time.Time) string { return string(realtime.AppendTime(nil, t)) }
+
+// sessionBody is the answer of GET /api/session, and the session frame's fields.
+type sessionBody struct {
+	Session *ApiSession `json:"session"`
+	Notice  *string     `json:"notice"`
+}
+
+func newSessionBody(res auth.Resolution) sessionBody {
+	b := sessionBody{Session: newApiSession(res.Session)}
+	if res.Notice != "" {
+		b.Notice = &res.Notice
+	}
+	return b
+}
+
+// sessionFrame encodes the first frame of a stream.
+func sessionFrame(res auth.Resolution) []byte {
+	b, _ := json.Marshal(struct {
+		Type string `json:"type"`
+		sessionBody
+	}{"session", newSessionBody(res)})
+	return b
+}
+
+func (h *Handler) cookieName() string {
+	if h.cfg.Dev {
+		return devCookieName
+	}
+	return cookieName
+}
+
+// token reads the session cookie of r.
+func (h *Handler) token(r *http.Request) auth.Token {
+	c, err := r.Cookie(h.cookieName())
+	if err != nil {
+		return ""
+	}
+	return auth.Token(c.Value)
+}
+
+// setCookie sends the cookie of a session token that lives until expires.
+func (h *Handler) setCookie(w http.ResponseWriter, token auth.Token, expires time.Time) {
+	http.SetCookie(w, &http.Cookie{
+		Name: h.cookieName(), Value: string(token), Path: "/", Expires: expires.UTC(),
+		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// clearCookie tells the browser to forget the session cookie.
+func (h *Handler) clearCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{
+		Name: h.cookieName(), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// resolve reads the request's session, rotating it when due, and sets or clears the cookie in
+// the response as the resolution asks.
+func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) (auth.Resolution, error) {
+	token := h.token(r)
+	if token == "" {
+		return auth.Resolution{}, nil
+	}
+	res, err := h.deps.Auth.Resolve(r.Context(), token)
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case res.NewToken != "":
+		h.setCookie(w, res.NewToken, res.Session.ExpiresAt)
+	case res.ClearCookie:
+		h.clearCookie(w)
+	}
+	return res, nil
+}
