@@ -129,3 +129,25 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		t.Fatalf("defaults: got %+v, %v", c, err)
 	}
 }
+
+func TestUserCreate(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DATABASE_URL": datatest.NewDatabase(t)}
+	getenv := func(k string) string { return env[k] }
+	var out strings.Builder
+	args := []string{"tidings", "user", "create", "--name", "root", "--password", "password-root", "--type", "admin"}
+	if err := run(context.Background(), args, getenv, &out); err != nil {
+		t.Fatalf("user create: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), `created user 1 "root" (admin)`) {
+		t.Fatalf("output: %s", out.String())
+	}
+	err := run(context.Background(), args, getenv, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "name taken") {
+		t.Fatalf("same name again: got %v, want name taken", err)
+	}
+	bad := []string{"tidings", "user", "create", "--name", "x", "--password", "short"}
+	if err := run(context.Background(), bad, getenv, io.Discard); err == nil {
+		t.Fatal("a short password was accepted")
+	}
+}
