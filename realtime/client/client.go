@@ -1,0 +1,252 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Config configures a Client. The zero value of each field means its default.
+type Config struct {
+	// URL is the server's base address, http(s)://host:port (required).
+	URL string
+	// LastEventID is where to resume; nil starts live from the server's watermark.
+	LastEventID *int64
+	// HTTPClient makes the upgrade requests and session calls; its Jar holds the session
+	// cookie. Default: a client with a fresh cookie jar.
+	HTTPClient *http.Client
+	// Header is sent with each upgrade (an Origin, say).
+	Header http.Header
+	// MinBackoff and MaxBackoff bound the wait between reconnections (defaults 100ms and 10s);
+	// each wait is drawn uniformly from zero to the current bound (full jitter).
+	MinBackoff, MaxBackoff time.Duration
+	// Buffer is the capacity of the Events channel (default 1,024).
+	Buffer int
+	// OnSession is called with each session frame.
+	OnSession func(Session)
+	// OnReset is called when the server says the client must refetch its state; events after
+	// lastEventID follow.
+	OnReset func(lastEventID int64)
+	// OnReady is called when a (re)connection has caught up with the log.
+	OnReady func(lastEventID int64)
+	// OnClose is called after each connection ends, with its close code (-1 for a network
+	// failure) and reason.
+	OnClose func(code int, reason string)
+	// Logger receives reconnections; nil discards them.
+	Logger *slog.Logger
+}
+
+// Event is one delivered event.
+type Event struct {
+	ID   int64
+	Type string
+	Data json.RawMessage
+	Time time.Time
+}
+
+// Session is a session frame: the account, if any, and the notice.
+type Session struct {
+	Session json.RawMessage // the ApiSession object, or null
+	Notice  string          // "" or "session-taken"
+}
+
+// PublishError is the server's refusal of a publish (codes of PROTOCOL.md section 2).
+type PublishError struct {
+	Code    string
+	Message string
+}
+
+func (e *PublishError) Error() string { return "tidings: publish refused: " + e.Code + ": " + e.Message }
+
+// Errors of the client.
+var (
+	// ErrNotConnected: there is no live connection to send on.
+	ErrNotConnected = errors.New("tidings: not connected")
+	// ErrConnectionLost: the connection ended before the answer came; a publish may or may
+	// not have been stored.
+	ErrConnectionLost = errors.New("tidings: connection lost before the answer")
+)
+
+// FatalCloseError ends Run: the server closed with a code that reconnecting cannot fix.
+type FatalCloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *FatalCloseError) Error() string {
+	return fmt.Sprintf("tidings: closed with %d %q: fix the client", e.Code, e.Reason)
+}
+
+// Client holds one stream, reconnecting as needed.
+type Client struct {
+	// Set at construction.
+	cfg    Config
+	log    *slog.Logger
+	events chan Event
+
+	last atomic.Int64 // the id of the last event delivered
+	refs atomic.Int64 // for unique refs
+
+	mu   sync.Mutex
+	conn *conn // guarded by mu: the live connection, if any
+}
+
+// New returns a Client; Run starts it.
+func New(cfg Config) *Client {
+	if cfg.HTTPClient == nil {
+		jar, _ := cookiejar.New(nil)
+		cfg.HTTPClient = &http.Client{Jar: jar}
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 1024
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, log: log, events: make(chan Event, cfg.Buffer)}
+	c.last.Store(-1)
+	if cfg.LastEventID != nil {
+		c.last.Store(*cfg.LastEventID)
+	}
+	return c
+}
+
+// Events delivers every event, exactly once and in id order; it is closed when Run returns.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// LastEventID returns the id of the last event delivered (or given as the start), -1 before
+// any.
+func (c *Client) LastEventID() int64 { return c.last.Load() }
+
+// Run connects and reconnects until ctx ends or the server closes with a code that
+// reconnecting cannot fix (1008, 1009), then closes Events. Close codes are handled as
+// PROTOCOL.md says: 4002 reconnects at once; 4001 and 4003 fetch /api/session (which clears a
+// dead cookie) and reconnect; 4004, 1001, 1011 and network failures back off with jitter.
+func (c *Client) Run(ctx context.Context) error {
+	defer close(c.events)
+	backoff := c.cfg.MinBackoff
+	for {
+		start := time.Now()
+		code, reason, err := c.connectOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if c.cfg.OnClose != nil {
+			c.cfg.OnClose(code, reason)
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = c.cfg.MinBackoff // it was a healthy connection
+		}
+		wait := time.Duration(0)
+		switch code {
+		case int(websocket.StatusPolicyViolation), int(websocket.StatusMessageTooBig):
+			return &FatalCloseError{Code: code, Reason: reason}
+		case 4002:
+			// The session rotated: reconnect now; the upgrade carries the new cookie.
+		case 4001, 4003:
+			if err := c.refreshSession(ctx); err != nil {
+				c.log.Warn("fetch session", "err", err)
+			}
+		default:
+			wait = rand.N(backoff + 1)
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		}
+		c.log.Info("tidings stream closed; reconnecting", "code", code, "reason", reason, "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// refreshSession asks the server for the session, which rotates or clears the cookie.
+func (c *Client) refreshSession(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(c.cfg.URL, "/")+"/api/session", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// streamURL is the upgrade address for resuming after the last delivered id.
+func (c *Client) streamURL() (string, error) {
+	u, err := url.Parse(strings.TrimRight(c.cfg.URL, "/") + "/api/events")
+	if err != nil {
+		return "", fmt.Errorf("tidings: url: %w", err)
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	}
+	if last := c.last.Load(); last >= 0 {
+		u.RawQuery = "lastEventId=" + strconv.FormatInt(last, 10)
+	}
+	return u.String(), nil
+}
+
+// Publish sends an event over the socket and returns its id once the server stored it. A
+// refusal is a *PublishError; ErrNotConnected and ErrConnectionLost say the socket was not
+// there (after ErrConnectionLost the event may or may not exist).
+func (c *Client) Publish(ctx context.Context, eventType string, data any) (int64, error) {
+	d, err := json.Marshal(data)
+	if err != nil {
+		return 0, fmt.Errorf("tidings: encode data: %w", err)
+	}
+	ref := "p" + strconv.FormatInt(c.refs.Add(1), 10)
+	frame, _ := json.Marshal(map[string]any{"type": "publish", "ref": ref, "event": map[string]any{"type": eventType, "data": json.RawMessage(d)}})
+	a, err := c.request(ctx, ref, frame)
+	if err != nil {
+		return 0, err
+	}
+	if a.Type == "error" {
+		return 0, &PublishError{Code: a.Code, Message: a.Message}
+	}
+	return a.ID, nil
+}
+
+// Ping sends a ping frame and waits for its pong.
+func (c *Client) Ping(ctx context.Context) error {
+	ref := "q" + strconv.FormatInt(c.refs.Add(1), 10)
+	frame, _ := json.Marshal(map[string]string{"type": "ping", "ref": ref})
+	_, err := c.request(ctx, ref, frame)
+	return err
+}
+
+// request sends a frame on the live connection and waits for the answer with its ref.
+func (c *Client) request(ctx context.Context, ref string, frame []byte) (answer, error) {
+	c.mu.Lock()
+	cn := c.conn
+	c.mu.Unlock()
+	if cn == nil {
+		return answer{}, ErrNotConnected
+	}
+	return cn.request(ctx, ref, frame)
+}

@@ -1,0 +1,196 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// answer is the server's reply to a client frame: ack, error or pong.
+type answer struct {
+	Type    string
+	ID      int64
+	Code    string
+	Message string
+}
+
+// conn is one connection's pending requests.
+type conn struct {
+	ws *websocket.Conn
+
+	mu      sync.Mutex
+	waiting map[string]chan answer // guarded by mu; nil once the connection is gone
+}
+
+// request writes frame and waits for the answer with ref.
+func (cn *conn) request(ctx context.Context, ref string, frame []byte) (answer, error) {
+	ch := make(chan answer, 1)
+	cn.mu.Lock()
+	if cn.waiting == nil {
+		cn.mu.Unlock()
+		return answer{}, ErrNotConnected
+	}
+	cn.waiting[ref] = ch
+	cn.mu.Unlock()
+	defer func() {
+		cn.mu.Lock()
+		if cn.waiting != nil {
+			delete(cn.waiting, ref)
+		}
+		cn.mu.Unlock()
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := cn.ws.Write(wctx, websocket.MessageText, frame)
+	cancel()
+	if err != nil {
+		return answer{}, ErrConnectionLost
+	}
+	select {
+	case a, ok := <-ch:
+		if !ok {
+			return answer{}, ErrConnectionLost
+		}
+		return a, nil
+	case <-ctx.Done():
+		return answer{}, ctx.Err()
+	}
+}
+
+// answered hands an answer to its waiter.
+func (cn *conn) answered(ref string, a answer) {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	if ch, ok := cn.waiting[ref]; ok {
+		ch <- a
+		delete(cn.waiting, ref)
+	}
+}
+
+// gone fails every waiter.
+func (cn *conn) gone() {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	for _, ch := range cn.waiting {
+		close(ch)
+	}
+	cn.waiting = nil
+}
+
+// serverFrame is any frame the server sends.
+type serverFrame struct {
+	Type        string          `json:"type"`
+	ID          int64           `json:"id"`
+	Event       json.RawMessage `json:"event"`
+	LastEventID int64           `json:"lastEventId"`
+	Ref         *string         `json:"ref"`
+	Code        string          `json:"code"`
+	Message     string          `json:"message"`
+	Session     json.RawMessage `json:"session"`
+	Notice      *string         `json:"notice"`
+}
+
+// connectOnce holds one connection until it ends and returns its close code (-1 when it ended
+// without one) and reason.
+func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err error) {
+	u, err := c.streamURL()
+	if err != nil {
+		return -1, "", err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ws, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{
+		HTTPClient: c.cfg.HTTPClient, HTTPHeader: c.cfg.Header, Subprotocols: []string{"tidings.v1"},
+	})
+	cancel()
+	if err != nil {
+		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
+			// 400 or 403: the request itself is wrong; retrying changes nothing.
+			return int(websocket.StatusPolicyViolation), fmt.Sprintf("upgrade refused: %d", resp.StatusCode), err
+		}
+		return -1, "", err
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(16 << 20)
+	cn := &conn{ws: ws, waiting: map[string]chan answer{}}
+	c.mu.Lock()
+	c.conn = cn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.conn = nil
+		c.mu.Unlock()
+		cn.gone()
+	}()
+	for {
+		_, msg, err := ws.Read(ctx)
+		if err != nil {
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				return int(ce.Code), ce.Reason, nil
+			}
+			return -1, "", err
+		}
+		var f serverFrame
+		if err := json.Unmarshal(msg, &f); err != nil {
+			return -1, "", fmt.Errorf("tidings: bad frame %q: %w", msg, err)
+		}
+		if err := c.handle(ctx, cn, f); err != nil {
+			return -1, "", err
+		}
+	}
+}
+
+// handle acts on one server frame.
+func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
+	switch f.Type {
+	case "session":
+		if c.cfg.OnSession != nil {
+			s := Session{Session: f.Session}
+			if f.Notice != nil {
+				s.Notice = *f.Notice
+			}
+			c.cfg.OnSession(s)
+		}
+	case "event":
+		if f.ID <= c.last.Load() {
+			return nil // already delivered: a server never sends it twice, but a client checks
+		}
+		var e struct {
+			Type string          `json:"type"`
+			Data json.RawMessage `json:"data"`
+			Time time.Time       `json:"time"`
+		}
+		if err := json.Unmarshal(f.Event, &e); err != nil {
+			return fmt.Errorf("tidings: bad event %d: %w", f.ID, err)
+		}
+		select {
+		case c.events <- Event{ID: f.ID, Type: e.Type, Data: e.Data, Time: e.Time}:
+			c.last.Store(f.ID)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	case "reset":
+		c.last.Store(f.LastEventID)
+		if c.cfg.OnReset != nil {
+			c.cfg.OnReset(f.LastEventID)
+		}
+	case "ready":
+		if c.last.Load() < f.LastEventID {
+			c.last.Store(f.LastEventID) // a live start: resume from here next time
+		}
+		if c.cfg.OnReady != nil {
+			c.cfg.OnReady(f.LastEventID)
+		}
+	case "ack", "error", "pong":
+		if f.Ref != nil {
+			cn.answered(*f.Ref, answer{Type: f.Type, ID: f.ID, Code: f.Code, Message: f.Message})
+		} else if f.Type == "error" {
+			c.log.Warn("tidings: the server refused a frame", "code", f.Code, "message", f.Message)
+		}
+	}
+	return nil
+}

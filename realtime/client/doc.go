@@ -1,0 +1,16 @@
+// Package client is the Go client of a tidings stream: it connects with a cookie jar, follows
+// the log from a last event id, reconnects with exponential backoff and full jitter, resumes
+// where it left off, applies the close codes of the protocol, and publishes with acks.
+//
+// A resilient stream in a few lines:
+//
+//	c := client.New(client.Config{URL: "http://127.0.0.1:8080"})
+//	go c.Run(ctx)
+//	for ev := range c.Events() {
+//		fmt.Println(ev.ID, ev.Type, string(ev.Data))
+//	}
+//
+// Events arrive exactly once, in id order, across reconnects: the client resumes from the last
+// id it delivered. A reset (the server pruned what the client missed, or the client is ahead
+// of the log) is reported through Config.OnReset: the caller refetches its state.
+package client
