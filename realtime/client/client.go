@@ -69,7 +69,9 @@ type PublishError struct {
 	Message string
 }
 
-func (e *PublishError) Error() string { return "tidings: publish refused: " + e.Code + ": " + e.Message }
+func (e *PublishError) Error() string {
+	return "tidings: publish refused: " + e.Code + ": " + e.Message
+}
 
 // Errors of the client.
 var (
