@@ -102,6 +102,9 @@ type Client struct {
 	last atomic.Int64 // the id of the last event delivered
 	refs atomic.Int64 // for unique refs
 
+	duplicates atomic.Int64 // event frames again with the last id delivered
+	outOfOrder atomic.Int64 // event frames with an id below the last delivered
+
 	mu   sync.Mutex
 	conn *conn // guarded by mu: the live connection, if any
 }
@@ -135,6 +138,18 @@ func New(cfg Config) *Client {
 
 // Events delivers every event, exactly once and in id order; it is closed when Run returns.
 func (c *Client) Events() <-chan Event { return c.events }
+
+// Stats counts the event frames the client dropped because the server broke its promise:
+// the same id twice in a row, or an id lower than one already delivered. Both stay zero
+// against a correct server; load tests check them.
+type Stats struct {
+	Duplicates, OutOfOrder int64
+}
+
+// Stats returns the counts of dropped frames.
+func (c *Client) Stats() Stats {
+	return Stats{Duplicates: c.duplicates.Load(), OutOfOrder: c.outOfOrder.Load()}
+}
 
 // LastEventID returns the id of the last event delivered (or given as the start), -1 before
 // any.

@@ -156,8 +156,14 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 			c.cfg.OnSession(s)
 		}
 	case "event":
-		if f.ID <= c.last.Load() {
-			return nil // already delivered: a server never sends it twice, but a client checks
+		if last := c.last.Load(); f.ID <= last {
+			// Already delivered: a server never sends it twice, but a client checks.
+			if f.ID == last {
+				c.duplicates.Add(1)
+			} else {
+				c.outOfOrder.Add(1)
+			}
+			return nil
 		}
 		var e struct {
 			Type string          `json:"type"`

@@ -1,0 +1,127 @@
+// Command tidings-load drives a tidings server with many streams and a steady publish rate, and
+// checks every delivery: it opens N anonymous streams, publishes R events per second for D
+// through POST /api/publish (one event per call, type "load", audience everyone), waits for
+// delivery, and prints a JSON summary as the last line of its standard output. It exits 1 when
+// any event is missing, duplicated or out of order (PROTOCOL.md section 7).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	s, err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tidings-load:", err)
+		os.Exit(2)
+	}
+	if s.Missing > 0 || s.Duplicates > 0 || s.OutOfOrder > 0 {
+		os.Exit(1)
+	}
+}
+
+// options are the command line.
+type options struct {
+	url         string
+	sockets     int
+	rate        float64
+	duration    time.Duration
+	apiKey      string
+	ramp        float64
+	settle      time.Duration
+	sources     []string
+	pid         int
+	allowRemote bool
+}
+
+// Limits that keep a run bounded.
+const (
+	maxSockets  = 19_000 // one process holds at most about 19,990 descriptors here
+	maxDuration = time.Hour
+	maxRate     = 100_000
+)
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("tidings-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "the server's base URL")
+	fs.IntVar(&o.sockets, "sockets", 100, "streams to open (at most 19,000 per process)")
+	fs.Float64Var(&o.rate, "rate", 10, "events published per second")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to publish")
+	fs.StringVar(&o.apiKey, "api-key", os.Getenv("TIDINGS_API_KEY"), "bearer key of POST /api/publish")
+	fs.Float64Var(&o.ramp, "ramp", 2000, "streams opened per second")
+	fs.DurationVar(&o.settle, "settle", 10*time.Second, "how long to wait for the last deliveries")
+	sources := fs.String("sources", "", "comma-separated local addresses to spread streams over (e.g. 127.0.0.2,127.0.0.3), for more streams than one address has ports")
+	fs.IntVar(&o.pid, "pid", 0, "the server's process id, to report its CPU seconds and peak memory")
+	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a server that is not on a loopback address")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case o.sockets < 1 || o.sockets > maxSockets:
+		return o, fmt.Errorf("-sockets %d: want 1 to %d (run several processes for more)", o.sockets, maxSockets)
+	case o.rate <= 0 || o.rate > maxRate:
+		return o, fmt.Errorf("-rate %g: want more than 0, at most %d", o.rate, maxRate)
+	case o.duration <= 0 || o.duration > maxDuration:
+		return o, fmt.Errorf("-duration %v: want more than 0, at most %v", o.duration, maxDuration)
+	case o.ramp <= 0:
+		return o, fmt.Errorf("-ramp %g: want more than 0", o.ramp)
+	}
+	u, err := url.Parse(o.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return o, fmt.Errorf("-url %q: want http(s)://host:port", o.url)
+	}
+	if !o.allowRemote && !isLoopback(u.Hostname()) {
+		return o, fmt.Errorf("-url %q is not a loopback address; load tests stay on this machine unless -allow-remote", o.url)
+	}
+	for s := range strings.SplitSeq(*sources, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if net.ParseIP(s) == nil {
+				return o, fmt.Errorf("-sources: %q is not an IP address", s)
+			}
+			o.sources = append(o.sources, s)
+		}
+	}
+	return o, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// run is the whole program; it returns the summary it printed.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary, error) {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return summary{}, err
+	}
+	if o.apiKey == "" {
+		return summary{}, errors.New("an API key is needed to publish (-api-key or TIDINGS_API_KEY)")
+	}
+	s, err := newLoad(o, stderr).run(ctx)
+	if err != nil {
+		return s, err
+	}
+	b, _ := json.Marshal(s)
+	fmt.Fprintln(stdout, string(b))
+	return s, nil
+}

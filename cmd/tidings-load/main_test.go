@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"tidings/auth"
+	"tidings/data"
+	"tidings/data/datatest"
+	"tidings/realtime"
+	"tidings/web"
+)
+
+func TestMain(m *testing.M) { datatest.Main(m) }
+
+// TestSmokeRun is the load generator's own short run against a real node: a few hundred
+// streams, a few seconds, and not one event missing, repeated or out of order.
+func TestSmokeRun(t *testing.T) {
+	t.Parallel()
+	pool := datatest.NewPool(t)
+	events := data.NewEvents(pool)
+	hub := realtime.NewHub(events, realtime.HubConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	hubDone := make(chan struct{})
+	go func() { defer close(hubDone); hub.Run(ctx) }()
+	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
+		Hub: hub, Auth: auth.NewManager(pool, auth.Config{})}, web.Config{APIKey: "load-key"})
+	srv := httptest.NewServer(h)
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		h.Shutdown(sctx)
+		srv.Close()
+		cancel()
+		<-hubDone
+	}()
+
+	var out strings.Builder
+	args := []string{"-url", srv.URL, "-sockets", "300", "-rate", "100", "-duration", "2s", "-api-key", "load-key", "-settle", "20s"}
+	s, err := run(context.Background(), args, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var printed map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &printed); err != nil {
+		t.Fatalf("last line is not JSON: %q", lines[len(lines)-1])
+	}
+	for _, key := range []string{"sockets", "published", "delivered", "missing", "duplicates", "outOfOrder", "latencyMs"} {
+		if _, ok := printed[key]; !ok {
+			t.Errorf("summary lacks %q: %s", key, lines[len(lines)-1])
+		}
+	}
+	if s.Connected != 300 || s.Published != 200 || s.PublishErrors != 0 {
+		t.Fatalf("got %d streams, %d published, %d publish errors; want 300, 200, 0", s.Connected, s.Published, s.PublishErrors)
+	}
+	if s.Missing != 0 || s.Duplicates != 0 || s.OutOfOrder != 0 || s.Delivered != 300*200 {
+		t.Fatalf("got %d delivered, %d missing, %d duplicates, %d out of order; want %d, 0, 0, 0",
+			s.Delivered, s.Missing, s.Duplicates, s.OutOfOrder, 300*200)
+	}
+	if s.LatencyMs.Max <= 0 || s.LatencyMs.P50 > s.LatencyMs.P99 {
+		t.Fatalf("latency: got %+v", s.LatencyMs)
+	}
+	t.Logf("%s", lines[len(lines)-1])
+}
+
+func TestOptionsAreBounded(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"-sockets", "20000"}, {"-sockets", "0"}, {"-rate", "0"}, {"-duration", "2h"},
+		{"-url", "http://10.1.2.3:8080"}, {"-url", "ftp://127.0.0.1"}, {"-sources", "not-an-ip"},
+	} {
+		if _, err := parseOptions(args, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+	if o, err := parseOptions([]string{"-url", "http://localhost:9", "-sources", "127.0.0.2, 127.0.0.3"}, io.Discard); err != nil || len(o.sources) != 2 {
+		t.Fatalf("got %+v, %v", o, err)
+	}
+}
