@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,14 +222,33 @@ func (l *load) consume(i int, c *client.Client) {
 		if ev.Type != "load" {
 			continue
 		}
-		var d loadData
-		if json.Unmarshal(ev.Data, &d) != nil || d.Run != l.runID {
+		sent, ok := l.sentAt(ev.Data)
+		if !ok {
 			continue
 		}
-		l.record(sh, time.Since(time.Unix(0, d.T)))
+		l.record(sh, time.Since(sent))
 		l.perSocket[i].Add(1)
 		l.delivered.Add(1)
 	}
+}
+
+// sentAt reads the send time of one of this run's events without a full JSON decode: at
+// 200,000 deliveries a second the load generator must not be what limits the run.
+func (l *load) sentAt(data []byte) (time.Time, bool) {
+	if !bytes.Contains(data, []byte(l.runID)) {
+		return time.Time{}, false
+	}
+	i := bytes.Index(data, []byte(`"t":`))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	rest := bytes.TrimLeft(data[i+4:], " ")
+	end := bytes.IndexAny(rest, ",} ")
+	if end < 0 {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	return time.Unix(0, n), err == nil
 }
 
 // publish sends rate events per second for the duration, one per call, from a pool of workers.

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -46,6 +47,7 @@ type options struct {
 	sources     []string
 	pid         int
 	allowRemote bool
+	cpuProfile  string
 }
 
 // Limits that keep a run bounded.
@@ -69,6 +71,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	sources := fs.String("sources", "", "comma-separated local addresses to spread streams over (e.g. 127.0.0.2,127.0.0.3), for more streams than one address has ports")
 	fs.IntVar(&o.pid, "pid", 0, "the server's process id, to report its CPU seconds and peak memory")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a server that is not on a loopback address")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -116,6 +119,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 	}
 	if o.apiKey == "" {
 		return summary{}, errors.New("an API key is needed to publish (-api-key or TIDINGS_API_KEY)")
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return summary{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return summary{}, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	s, err := newLoad(o, stderr).run(ctx)
 	if err != nil {

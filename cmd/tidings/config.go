@@ -23,6 +23,7 @@ type config struct {
 	retention      time.Duration
 	pruneInterval  time.Duration
 	dev            bool
+	pprofAddr      string
 }
 
 // parseConfig reads flags over environment variables over defaults, and checks every value,
@@ -41,6 +42,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.StringVar(&c.addr, "addr", env("TIDINGS_ADDR", "127.0.0.1:8080"), "listen address (TIDINGS_ADDR)")
 	fs.StringVar(&c.dataDir, "data-dir", env("TIDINGS_DATA_DIR", "./data"), "managed database and other local state (TIDINGS_DATA_DIR)")
 	fs.StringVar(&c.apiKey, "api-key", env("TIDINGS_API_KEY", ""), "bearer key for POST /api/publish; empty disables it (TIDINGS_API_KEY)")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", env("TIDINGS_PPROF_ADDR", ""), "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060); empty: off (TIDINGS_PPROF_ADDR)")
 	origins := fs.String("allowed-origins", env("TIDINGS_ALLOWED_ORIGINS", ""), "comma-separated allowed origins; empty: same host only (TIDINGS_ALLOWED_ORIGINS)")
 	durations := []struct {
 		p         *time.Duration

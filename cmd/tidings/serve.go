@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -65,6 +66,13 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		})
 		wg.Go(func() { pruneLoop(hubCtx, events, cfg.retention, cfg.pruneInterval, log) })
 		wg.Go(func() { discardLoop(hubCtx, sessions, cfg.pruneInterval, log) })
+		if cfg.pprofAddr != "" {
+			stopPprof, err := servePprof(cfg.pprofAddr, log)
+			if err != nil {
+				return err
+			}
+			defer stopPprof()
+		}
 		serveErr := make(chan error, 1)
 		wg.Go(func() { serveErr <- srv.Serve(ln) })
 		fmt.Fprintf(stdout, "tidings listening on http://%s\n", ln.Addr())
@@ -137,4 +145,26 @@ func newAuth(pool *pgxpool.Pool, cfg config, log *slog.Logger) *auth.Manager {
 	return auth.NewManager(pool, auth.Config{
 		Rotate: cfg.sessionRotate, Expire: cfg.sessionExpire, Grace: cfg.sessionGrace, Logger: log,
 	})
+}
+
+// servePprof serves the runtime profiles on their own address, never on the public one.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof: listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return func() { srv.Close(); <-done }, nil
 }

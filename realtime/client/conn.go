@@ -83,9 +83,13 @@ func (cn *conn) gone() {
 
 // serverFrame is any frame the server sends.
 type serverFrame struct {
-	Type        string          `json:"type"`
-	ID          int64           `json:"id"`
-	Event       json.RawMessage `json:"event"`
+	Type  string `json:"type"`
+	ID    int64  `json:"id"`
+	Event struct {
+		Type string          `json:"type"`
+		Data json.RawMessage `json:"data"`
+		Time time.Time       `json:"time"`
+	} `json:"event"`
 	LastEventID int64           `json:"lastEventId"`
 	Ref         *string         `json:"ref"`
 	Code        string          `json:"code"`
@@ -165,16 +169,8 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 			}
 			return nil
 		}
-		var e struct {
-			Type string          `json:"type"`
-			Data json.RawMessage `json:"data"`
-			Time time.Time       `json:"time"`
-		}
-		if err := json.Unmarshal(f.Event, &e); err != nil {
-			return fmt.Errorf("tidings: bad event %d: %w", f.ID, err)
-		}
 		select {
-		case c.events <- Event{ID: f.ID, Type: e.Type, Data: e.Data, Time: e.Time}:
+		case c.events <- Event{ID: f.ID, Type: f.Event.Type, Data: f.Event.Data, Time: f.Event.Time}:
 			c.last.Store(f.ID)
 		case <-ctx.Done():
 			return ctx.Err()
