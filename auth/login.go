@@ -68,6 +68,12 @@ func (m *Manager) Login(ctx context.Context, name, password, addr string) (*Serv
 	if !m.addrs.allow(addr, now) {
 		return nil, "", ErrRateLimited
 	}
+	if !ValidName(name) {
+		// No such user can exist; answer as for one, without touching the database.
+		m.hasher.check(password, "")
+		m.addrs.fail(addr, now)
+		return nil, "", ErrBadLogin
+	}
 	failures, err := data.LoginFailures(ctx, m.pool, name, now.Add(-loginWindow))
 	if err != nil {
 		return nil, "", fmt.Errorf("login: %w", err)
@@ -81,7 +87,7 @@ func (m *Manager) Login(ctx context.Context, name, password, addr string) (*Serv
 	}
 	if !m.hasher.check(password, u.PasswordHash) {
 		m.addrs.fail(addr, now)
-		if err := data.RecordLoginFailure(ctx, m.pool, name); err != nil {
+		if err := data.RecordLoginFailure(ctx, m.pool, name, now); err != nil {
 			return nil, "", fmt.Errorf("login: %w", err)
 		}
 		return nil, "", ErrBadLogin
@@ -116,6 +122,18 @@ func (m *Manager) Logout(ctx context.Context, token Token) error {
 		chain, err := data.SessionSuccessors(ctx, tx, row.ID)
 		if err != nil {
 			return err
+		}
+		// The predecessors too: an old cookie must not come back as a lost rotation.
+		for p := row.PredecessorID; p != nil; {
+			prev, err := data.SessionByID(ctx, tx, *p)
+			if errors.Is(err, data.ErrNotFound) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			chain = append(chain, prev)
+			p = prev.PredecessorID
 		}
 		now := m.cfg.Now()
 		var ids []int64

@@ -28,3 +28,6 @@ func (t Token) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
 // String keeps tokens out of formatted output.
 func (t Token) String() string { return "[redacted]" }
+
+// GoString keeps tokens out of %#v output.
+func (t Token) GoString() string { return "[redacted]" }

@@ -110,9 +110,10 @@ func DeleteUser(ctx context.Context, db DB, id int64) error {
 	return nil
 }
 
-// RecordLoginFailure notes a failed login for a name.
-func RecordLoginFailure(ctx context.Context, db DB, name string) error {
-	_, err := db.Exec(ctx, "INSERT INTO login_failures (name_key) VALUES (lower($1))", name)
+// RecordLoginFailure notes a failed login for a name at a time (the caller's clock, the one
+// that counts failures too).
+func RecordLoginFailure(ctx context.Context, db DB, name string, at time.Time) error {
+	_, err := db.Exec(ctx, "INSERT INTO login_failures (name_key, at) VALUES (lower($1), $2)", name, at)
 	if err != nil {
 		return fmt.Errorf("record login failure: %w", err)
 	}

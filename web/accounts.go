@@ -43,8 +43,12 @@ func ParseUserPatch(body []byte) (auth.UserPatch, error) {
 	var p userPatch
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil || dec.More() || bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
-		return auth.UserPatch{}, badRequest("invalid-body", `the body must be {"name"?:"…","type"?:"regular"|"crew"|"admin"}`)
+	invalid := badRequest("invalid-body", `the body must be {"name"?:"…","type"?:"regular"|"crew"|"admin"}`)
+	if err := dec.Decode(&p); err != nil || bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		return auth.UserPatch{}, invalid
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return auth.UserPatch{}, invalid
 	}
 	return auth.UserPatch{Name: p.Name, Type: p.Type}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"tidings/data"
 )
@@ -248,23 +249,26 @@ func TestMessagesOverTheSocket(t *testing.T) {
 	if got := eventType(t, anon.expect("event")); got != "marker" {
 		t.Fatalf("anonymous stream: got %s, want marker", got)
 	}
-	// The rate limit: 20 at once are taken (one already was), then rate-limited.
-	limited := 0
-	for i := range 25 {
+	// The rate limit: a bucket of 20 that refills at 10 a second. Of 60 quick publishes, at
+	// most 20 + 10 per second elapsed (+1 for the first message) are taken.
+	start := time.Now()
+	for i := range 60 {
 		sender.send(fmt.Sprintf(`{"type":"publish","ref":"r%d","event":{"type":"message","data":{"text":"n%d"}}}`, i, i))
 	}
-	for answers := 0; answers < 25; { // acks and errors; the messages themselves pass by
+	accepted, limited := 0, 0
+	for accepted+limited < 60 { // acks and errors; the messages themselves pass by
 		switch f := sender.next(); f.Type {
 		case "ack":
-			answers++
+			accepted++
 		case "error":
-			answers++
-			if f.Code == "rate-limited" {
-				limited++
+			if f.Code != "rate-limited" {
+				t.Fatalf("got error %+v, want rate-limited", f)
 			}
+			limited++
 		}
 	}
-	if limited < 5 {
-		t.Fatalf("got %d rate-limited answers to 25 quick publishes after one, want at least 5", limited)
+	allowed := 20 + int(10*time.Since(start).Seconds()) + 1
+	if limited == 0 || accepted+1 > allowed {
+		t.Fatalf("got %d accepted and %d rate-limited in %v, want at most %d accepted", accepted, limited, time.Since(start), allowed-1)
 	}
 }

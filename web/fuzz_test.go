@@ -1,0 +1,198 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"tidings/auth"
+)
+
+// isBadRequest reports whether err is the API's 400.
+func isBadRequest(err error) bool {
+	var e *apiError
+	return errors.As(err, &e) && e.status == http.StatusBadRequest
+}
+
+// isObject reports whether body is exactly one JSON object, with only keys that match one of
+// keys regardless of case (as encoding/json matches fields) when keys is not nil.
+func isObject(body []byte, keys ...string) bool {
+	if !json.Valid(body) {
+		return false
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil || m == nil {
+		return false
+	}
+	for k := range m {
+		if keys != nil && !containsFold(keys, k) {
+			return false
+		}
+	}
+	return true
+}
+
+func containsFold(keys []string, k string) bool {
+	for _, x := range keys {
+		if strings.EqualFold(x, k) {
+			return true
+		}
+	}
+	return false
+}
+
+var credentialBodies = []struct {
+	body           string
+	name, password string
+	ok             bool
+}{
+	{`{"name":"alice","password":"secret-password"}`, "alice", "secret-password", true},
+	{` {"password":"p","name":"n","extra":[1,2]} `, "n", "p", true},
+	{`{"name":"","password":""}`, "", "", true}, // validated by auth, not here
+	{`{"name":"\u00e9\n","password":"a\"b"}`, "é\n", `a"b`, true},
+	{``, "", "", false},
+	{`null`, "", "", false},
+	{`{}`, "", "", false},
+	{`[]`, "", "", false},
+	{`"alice"`, "", "", false},
+	{`{"name":"alice"}`, "", "", false},
+	{`{"password":"secret-password"}`, "", "", false},
+	{`{"name":null,"password":"secret-password"}`, "", "", false},
+	{`{"name":"alice","password":null}`, "", "", false},
+	{`{"name":1,"password":"secret-password"}`, "", "", false},
+	{`{"name":"alice","password":["x"]}`, "", "", false},
+	{`{"name":"alice","password":"secret-password"`, "", "", false},
+	{`{"name":"alice","password":"secret-password"}}`, "", "", false},
+	{`{"name":"alice","password":"secret-password"} {}`, "", "", false},
+	{"{\"name\":\"alice\",\"password\":\"secret\xff\"}x", "", "", false},
+}
+
+func TestParseCredentials(t *testing.T) {
+	t.Parallel()
+	for _, c := range credentialBodies {
+		name, password, err := ParseCredentials([]byte(c.body))
+		if c.ok {
+			if err != nil || name != c.name || password != c.password {
+				t.Errorf("%q: got %q, %q, %v; want %q, %q, nil", c.body, name, password, err, c.name, c.password)
+			}
+			continue
+		}
+		if !isBadRequest(err) || name != "" || password != "" {
+			t.Errorf("%q: got %q, %q, %v; want a 400", c.body, name, password, err)
+		}
+	}
+}
+
+// FuzzParseCredentials checks that any body is either refused with a 400 or is a JSON object
+// whose name and password survive a round trip.
+func FuzzParseCredentials(f *testing.F) {
+	for _, c := range credentialBodies {
+		f.Add([]byte(c.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		name, password, err := ParseCredentials(body)
+		if err != nil {
+			if !isBadRequest(err) {
+				t.Fatalf("%q: got error %v, want a 400", body, err)
+			}
+			return
+		}
+		if !isObject(body) {
+			t.Fatalf("%q: got accepted, want a 400 for anything but a JSON object", body)
+		}
+		again, _ := json.Marshal(map[string]string{"name": name, "password": password})
+		n2, p2, err := ParseCredentials(again)
+		if err != nil || n2 != name || p2 != password {
+			t.Fatalf("%q: round trip of %q, %q got %q, %q, %v", body, name, password, n2, p2, err)
+		}
+	})
+}
+
+var patchBodies = []struct {
+	body      string
+	name, typ string // "-" for absent
+	ok        bool
+}{
+	{`{}`, "-", "-", true},
+	{`{"name":"bob"}`, "bob", "-", true},
+	{`{"type":"crew"}`, "-", "crew", true},
+	{" \n{\"name\":\"bob\",\"type\":\"admin\"}\t", "bob", "admin", true},
+	{`{"name":null,"type":null}`, "-", "-", true},
+	{`{"name":""}`, "", "-", true},         // validated by auth, not here
+	{`{"type":"boss"}`, "-", "boss", true}, // validated by auth, not here
+	{``, "", "", false},
+	{`   `, "", "", false},
+	{`null`, "", "", false},
+	{` null `, "", "", false},
+	{`[]`, "", "", false},
+	{`[{}]`, "", "", false},
+	{`"bob"`, "", "", false},
+	{`1`, "", "", false},
+	{`true`, "", "", false},
+	{`{`, "", "", false},
+	{`{"name":1}`, "", "", false},
+	{`{"type":5}`, "", "", false},
+	{`{"name":["bob"]}`, "", "", false},
+	{`{"id":3}`, "", "", false},
+	{`{"name":"bob","password":"x"}`, "", "", false},
+	{`{"name":"bob"} {}`, "", "", false},
+	{`{"name":"bob"}x`, "", "", false},
+	{`{"name":"bob"}}`, "", "", false},
+	{`{}]`, "", "", false},
+	{`null}`, "", "", false},
+}
+
+func TestParseUserPatch(t *testing.T) {
+	t.Parallel()
+	show := func(p auth.UserPatch) (name, typ string) {
+		name, typ = "-", "-"
+		if p.Name != nil {
+			name = *p.Name
+		}
+		if p.Type != nil {
+			typ = string(*p.Type)
+		}
+		return name, typ
+	}
+	for _, c := range patchBodies {
+		p, err := ParseUserPatch([]byte(c.body))
+		name, typ := show(p)
+		if c.ok {
+			if err != nil || name != c.name || typ != c.typ {
+				t.Errorf("%q: got name %q, type %q, %v; want %q, %q, nil", c.body, name, typ, err, c.name, c.typ)
+			}
+			continue
+		}
+		if !isBadRequest(err) || p.Name != nil || p.Type != nil {
+			t.Errorf("%q: got name %q, type %q, %v; want a 400", c.body, name, typ, err)
+		}
+	}
+}
+
+// FuzzParseUserPatch checks that any body is either refused with a 400 or is one JSON object
+// with no fields but name and type, whose patch survives a round trip.
+func FuzzParseUserPatch(f *testing.F) {
+	for _, c := range patchBodies {
+		f.Add([]byte(c.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := ParseUserPatch(body)
+		if err != nil {
+			if !isBadRequest(err) {
+				t.Fatalf("%q: got error %v, want a 400", body, err)
+			}
+			return
+		}
+		if !isObject(body, "name", "type") {
+			t.Fatalf("%q: got accepted, want a 400 for anything but one object of name and type", body)
+		}
+		again, _ := json.Marshal(userPatch{Name: p.Name, Type: p.Type})
+		p2, err := ParseUserPatch(again)
+		if err != nil || (p.Name == nil) != (p2.Name == nil) || (p.Type == nil) != (p2.Type == nil) ||
+			p.Name != nil && *p.Name != *p2.Name || p.Type != nil && *p.Type != *p2.Type {
+			t.Fatalf("%q: round trip through %s got %+v, %v; want %+v", body, again, p2, err, p)
+		}
+	})
+}
