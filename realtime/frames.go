@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -17,6 +18,7 @@ type Event struct {
 	Type     string
 	Audience data.Audience
 	Frame    []byte    // {"type":"event","id":…,"event":{"type":…,"data":…,"time":…}}
+	Wire     []byte    // Frame as a WebSocket text frame, header included: what sockets are sent
 	At       time.Time // when the hub read it
 	// Control is set for control events, which no client sees; Close is what one asks.
 	Control bool
@@ -35,7 +37,25 @@ func NewEvent(e data.Event) *Event {
 		}
 		return ev
 	}
-	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Frame: AppendEventFrame(nil, e), At: time.Now()}
+	payload := AppendEventFrame(nil, e)
+	wire := appendWireFrame(make([]byte, 0, len(payload)+10), payload)
+	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Frame: wire[len(wire)-len(payload):], Wire: wire, At: time.Now()}
+}
+
+// appendWireFrame appends payload as one unmasked, unfragmented WebSocket text frame (RFC 6455
+// section 5.2), as a server sends it.
+func appendWireFrame(b, payload []byte) []byte {
+	const finText = 0x81
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, finText, byte(n))
+	case n <= 0xFFFF:
+		b = append(b, finText, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, finText, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // visibleTo reports whether the event may be sent to v.

@@ -159,3 +159,23 @@ func TestTokenBucket(t *testing.T) {
 		t.Fatalf("after an hour: got %v tokens, want the burst of 20", b.tokens)
 	}
 }
+
+func TestWireFrameHeader(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		n      int
+		header []byte
+	}{
+		{0, []byte{0x81, 0}},
+		{125, []byte{0x81, 125}},
+		{126, []byte{0x81, 126, 0, 126}},
+		{65535, []byte{0x81, 126, 0xff, 0xff}},
+		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
+	} {
+		payload := make([]byte, c.n)
+		got := appendWireFrame(nil, payload)
+		if string(got[:len(c.header)]) != string(c.header) || len(got) != len(c.header)+c.n {
+			t.Errorf("%d bytes: got header % x (%d bytes in all), want % x", c.n, got[:min(len(got), 10)], len(got), c.header)
+		}
+	}
+}

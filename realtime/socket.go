@@ -102,23 +102,23 @@ func (c *corkConn) flushLocked() error {
 	return err
 }
 
-// hold starts holding writes back.
-func (c *corkConn) hold() {
+// hold starts holding writes back; every write until release must finish within timeout.
+func (c *corkConn) hold(timeout time.Duration) {
 	c.mu.Lock()
 	if c.buf == nil {
 		c.buf = corkBufs.Get().(*[]byte)
+		c.Conn.SetWriteDeadline(time.Now().Add(timeout))
 	}
 	c.mu.Unlock()
 }
 
-// release writes what was held back, within timeout, and stops holding writes.
-func (c *corkConn) release(timeout time.Duration) error {
+// release writes what was held back and stops holding writes.
+func (c *corkConn) release() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.buf == nil {
-		return nil
+		return c.failed
 	}
-	c.Conn.SetWriteDeadline(time.Now().Add(timeout))
 	err := c.flushLocked()
 	c.Conn.SetWriteDeadline(time.Time{})
 	*c.buf = (*c.buf)[:0]
@@ -126,3 +126,44 @@ func (c *corkConn) release(timeout time.Duration) error {
 	c.buf = nil
 	return err
 }
+
+// writeWire adds a ready-made WebSocket frame to the held writes. Event frames are built once
+// by the hub for every socket; this is the whole cost of sending one to a socket.
+func (c *corkConn) writeWire(frame []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return c.failed
+	}
+	if c.buf == nil {
+		return errNotHeld
+	}
+	if len(*c.buf)+len(frame) > corkLimit {
+		if err := c.flushLocked(); err != nil {
+			return err
+		}
+		if len(frame) > corkLimit/2 {
+			if _, err := c.Conn.Write(frame); err != nil {
+				c.failed = err
+				return err
+			}
+			return nil
+		}
+	}
+	*c.buf = append(*c.buf, frame...)
+	return nil
+}
+
+// writeText adds payload, framed as a text message, to the held writes.
+func (c *corkConn) writeText(payload []byte) error {
+	c.mu.Lock()
+	if c.failed == nil && c.buf != nil && len(*c.buf)+len(payload)+10 <= corkLimit {
+		*c.buf = appendWireFrame(*c.buf, payload)
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	return c.writeWire(appendWireFrame(nil, payload))
+}
+
+var errNotHeld = errors.New("realtime: write outside a held burst")

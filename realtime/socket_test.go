@@ -41,12 +41,12 @@ func TestCorkKeepsOrder(t *testing.T) {
 		}
 		want.Write(p)
 	}
-	c.hold()
+	c.hold(5 * time.Second)
 	write([]byte("first "))
 	write(bytes.Repeat([]byte("a"), corkLimit-3)) // overflows: the held bytes go first
 	write(bytes.Repeat([]byte("b"), corkLimit))   // larger than half the cork: written through
 	write([]byte(" last"))
-	if err := c.release(5 * time.Second); err != nil {
+	if err := c.release(); err != nil {
 		t.Fatal(err)
 	}
 	write([]byte(" uncorked"))

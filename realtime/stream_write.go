@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"tidings/data"
 )
 
@@ -26,6 +24,7 @@ type writer struct {
 	readyAt int64 // the id up to which the stream replays before it sends ready
 	ready   bool  // ready was sent: the stream is live
 	sent    bool  // an event frame was written
+	held    bool  // a burst is open: frames are held back until release
 	frames  []byte
 }
 
@@ -146,12 +145,10 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	if w.ready && head-w.cursor > int64(w.cfg.MaxLag) && time.Since(buf[0].At) >= w.cfg.SlowAfter {
 		return false, errTooSlow
 	}
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
-	defer cancel()
 	w.hold()
 	for _, e := range buf[:n] {
 		if e.visibleTo(w.opts.Viewer) {
-			if err := w.conn.Write(wctx, websocket.MessageText, e.Frame); err != nil {
+			if err := w.cork.writeWire(e.Wire); err != nil {
 				return false, errWriteFailed
 			}
 			w.sent = true
@@ -165,16 +162,19 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	return true, w.release()
 }
 
-// hold starts a burst: frames written until release leave the process in one write.
+// hold opens a burst: frames written until release leave the process in one write, and every
+// write of the burst must finish within the write timeout.
 func (w *writer) hold() {
-	if w.cork != nil {
-		w.cork.hold()
+	if !w.held {
+		w.cork.hold(w.cfg.WriteTimeout)
+		w.held = true
 	}
 }
 
-// release sends the burst within the write timeout.
+// release sends the burst.
 func (w *writer) release() error {
-	if w.cork != nil && w.cork.release(w.cfg.WriteTimeout) != nil {
+	w.held = false
+	if w.cork.release() != nil {
 		return errWriteFailed
 	}
 	return nil
@@ -193,8 +193,6 @@ func (w *writer) replayPage(ctx context.Context) error {
 		}
 		return w.reset(ctx, w.readyAt)
 	}
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
-	defer cancel()
 	w.hold()
 	for _, e := range evs {
 		if !w.ready && e.ID > w.readyAt {
@@ -202,7 +200,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 		}
 		if !data.IsControl(e.Type) && w.opts.Viewer.CanSee(e.Audience) {
 			w.frames = AppendEventFrame(w.frames[:0], e)
-			if err := w.conn.Write(wctx, websocket.MessageText, w.frames); err != nil {
+			if err := w.cork.writeText(w.frames); err != nil {
 				return errWriteFailed
 			}
 			w.sent = true
@@ -234,14 +232,17 @@ func (w *writer) fail(err error) error {
 	return err
 }
 
-// write sends one frame within the write timeout.
+// write sends one frame: within the open burst, or in a burst of its own.
 func (w *writer) write(ctx context.Context, frame []byte) error {
-	wctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
-	defer cancel()
-	if err := w.conn.Write(wctx, websocket.MessageText, frame); err != nil {
+	inBurst := w.held
+	w.hold()
+	if err := w.cork.writeText(frame); err != nil {
 		return errWriteFailed
 	}
-	return nil
+	if inBurst {
+		return nil
+	}
+	return w.release()
 }
 
 // close performs the closing handshake with r, bounded by the write timeout.
