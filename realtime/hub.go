@@ -38,6 +38,8 @@ type HubConfig struct {
 	Listener data.ListenerConfig
 	// Logger receives the hub's own troubles; nil discards them.
 	Logger *slog.Logger
+	// Metrics counts what the hub and its streams do; nil counts nothing.
+	Metrics *Metrics
 }
 
 // Hub follows the event log for one node and wakes the streams subscribed to it.
@@ -113,6 +115,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() {
 		h.store.Listen(ctx, h.cfg.Listener, func(s data.ListenerState) {
+			if up := s != data.ListenerDown; up != h.listening.Load() {
+				h.cfg.Metrics.listener(up)
+			}
 			h.listening.Store(s != data.ListenerDown)
 			if s != data.ListenerDown { // on (re)connect catch up; on notify read
 				h.Wake()
@@ -240,6 +245,7 @@ func (h *Hub) advance(page []*Event) {
 		h.ring[e.ID%int64(len(h.ring))] = e
 	}
 	h.head = page[len(page)-1].ID
+	h.cfg.Metrics.advanced(h.head, len(page))
 	h.oldest = max(h.oldest, h.head-int64(len(h.ring))+1)
 	for _, e := range page {
 		if e.Close != nil {

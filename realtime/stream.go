@@ -132,6 +132,8 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 		return err
 	}
 	defer sub.Unsubscribe()
+	h.cfg.Metrics.streamOpened()
+	defer h.cfg.Metrics.streamClosed()
 	if opts.Subscribed != nil {
 		opts.Subscribed(sub)
 	}

@@ -146,12 +146,17 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 		return false, errTooSlow
 	}
 	w.hold()
+	replay := ""
+	if !w.ready {
+		replay = "cache"
+	}
 	for _, e := range buf[:n] {
 		if e.visibleTo(w.opts.Viewer) {
 			if err := w.cork.writeWire(e.Wire); err != nil {
 				return false, errWriteFailed
 			}
 			w.sent = true
+			w.hub.cfg.Metrics.sent(1, e.At, replay)
 		}
 		w.cursor = e.ID
 	}
@@ -204,6 +209,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 				return errWriteFailed
 			}
 			w.sent = true
+			w.hub.cfg.Metrics.sent(1, time.Time{}, "table")
 		}
 		w.cursor = e.ID
 	}
@@ -248,6 +254,7 @@ func (w *writer) write(ctx context.Context, frame []byte) error {
 // close performs the closing handshake with r, bounded by the write timeout.
 func (w *writer) close(r CloseReason) error {
 	w.release() // nothing held back may stay behind the close frame
+	w.hub.cfg.Metrics.closed(r)
 	err := w.conn.Close(r.Code, r.Reason)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		w.cfg.Logger.Debug("close socket", "code", int(r.Code), "err", err)
