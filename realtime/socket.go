@@ -2,6 +2,7 @@ package realtime
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"net"
 	"net/http"
@@ -48,10 +49,21 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.cork = &corkConn{Conn: conn}
-	brw.Writer.Reset(h.cork)
-	return h.cork, brw, nil
+	// net/http's 4 KiB buffers would stay with the socket for its whole life. Events bypass
+	// them (they go through the cork), and clients send small frames: small buffers do, and
+	// an idle socket keeps 7 KiB less. Bytes already read past the request are read first.
+	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	h.cork = &corkConn{Conn: conn, unread: bytes.Clone(buffered)}
+	small := bufio.NewReadWriter(bufio.NewReaderSize(h.cork, socketReadBuffer), bufio.NewWriterSize(h.cork, socketWriteBuffer))
+	return h.cork, small, nil
 }
+
+// The buffers of an accepted socket: reads of client frames, and the library's own writes
+// (pings, pongs, closes).
+const (
+	socketReadBuffer  = 512
+	socketWriteBuffer = 256
+)
 
 // corkLimit is the most bytes a corked socket holds before it writes them anyway.
 const corkLimit = 64 << 10
@@ -63,9 +75,20 @@ var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkLimit); retu
 type corkConn struct {
 	net.Conn
 
+	unread []byte // owned by the reader: bytes read by net/http past the request
+
 	mu     sync.Mutex
 	buf    *[]byte // guarded by mu: non-nil while corked
 	failed error   // guarded by mu: a held-back write that failed
+}
+
+func (c *corkConn) Read(p []byte) (int, error) {
+	if len(c.unread) > 0 {
+		n := copy(p, c.unread)
+		c.unread = c.unread[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
