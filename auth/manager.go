@@ -181,6 +181,17 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 	return Resolution{Session: s}, err
 }
 
+// Presented records that a session's cookie reached its holder: a stream upgrade that carried
+// a rotated cookie on its 101 and then opened proves the response arrived, just as a later
+// request presenting the cookie would. Without this a page that only holds a stream would
+// leave its successor unpresented, and a thief's old cookie would pass for a lost response.
+func (m *Manager) Presented(ctx context.Context, s *ServerSession) error {
+	if err := data.MarkSessionPresented(ctx, m.pool, s.ID, m.cfg.Now()); err != nil {
+		return fmt.Errorf("mark session presented: %w", err)
+	}
+	return nil
+}
+
 // rotate gives row a new successor session and returns it with its token.
 func (m *Manager) rotate(ctx context.Context, tx pgx.Tx, row data.SessionRow, now time.Time) (Resolution, error) {
 	s, token, err := m.newSession(ctx, tx, row.UserID, &row.ID, now)

@@ -52,7 +52,12 @@ func (h *Handler) publisherFor(account data.User) realtime.PublishFunc {
 		if !ok {
 			return 0, &realtime.FrameError{Code: realtime.CodeForbidden, Message: "clients may not publish events of type " + ev.Type}
 		}
-		d, aud, err := rule(account, ev.Data)
+		// The account as it is now: a rename since the stream opened shows in the message.
+		current, err := h.deps.Auth.User(ctx, account.ID)
+		if err != nil {
+			return 0, err
+		}
+		d, aud, err := rule(current, ev.Data)
 		if err != nil {
 			return 0, err
 		}

@@ -3,6 +3,7 @@ package web_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -385,5 +386,63 @@ func TestLostRotationResponseKeepsUserSignedIn(t *testing.T) {
 	})
 	if a.Session == nil || a.Session.Account.Name != "jack" || a.Notice != nil {
 		t.Fatalf("after a lost rotation: got %+v", a)
+	}
+}
+
+// TestTheftDetectedWhenTheTakerOnlyStreams: the taker's successor arrives on the 101 of a
+// stream upgrade and is never presented in a request; the open stream proves it arrived, so
+// the real user's old cookie still reveals the theft rather than pass for a lost response.
+func TestTheftDetectedWhenTheTakerOnlyStreams(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{auth: auth.Config{Rotate: 500 * time.Millisecond, Grace: 200 * time.Millisecond}})
+	real := s.browser(t)
+	real.register("uma")
+	taker := s.browser(t)
+	taker.setCookie(real.cookie())
+	stolen := real.cookie()
+	var c *client
+	waitFor(t, "a rotating upgrade", func() bool {
+		c = taker.stream("")
+		if taker.cookie() != stolen {
+			return true
+		}
+		c.conn.CloseNow()
+		return false
+	})
+	if got := sessionOf(t, c.next()); got.Session == nil {
+		t.Fatalf("taker's stream: got %+v", got)
+	}
+	var told sessionAnswer
+	waitFor(t, "grace over", func() bool {
+		told = real.session()
+		return told.Session == nil
+	})
+	if told.Notice == nil || *told.Notice != "session-taken" {
+		t.Fatalf("real user: got %+v, want notice session-taken", told)
+	}
+	c.expectClose(4003, "session-taken")
+}
+
+// TestMessageCarriesTheCurrentName: a rename after the stream opened shows in later messages.
+func TestMessageCarriesTheCurrentName(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{})
+	b := s.browser(t)
+	id := b.register("vic").Account.ID
+	c := b.stream("")
+	sessionOf(t, c.next())
+	c.expect("ready")
+	if code, body, _ := b.do("PATCH", fmt.Sprintf("/api/users/%d", id), map[string]string{"name": "victoria"}); code != 200 {
+		t.Fatalf("rename: got %d %s", code, body)
+	}
+	c.send(`{"type":"publish","ref":"m","event":{"type":"message","data":{"text":"hi"}}}`)
+	for {
+		f := c.next()
+		if f.Type == "event" && eventType(t, f) == "message" {
+			if !strings.Contains(string(f.Event), `"userName": "victoria"`) {
+				t.Fatalf("message: got %s, want the new name", f.Event)
+			}
+			return
+		}
 	}
 }

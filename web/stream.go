@@ -1,11 +1,13 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/julienschmidt/httprouter"
@@ -80,6 +82,15 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		SessionFrame: sessionFrame(res),
 		LastEventID:  after,
 		CheckedAt:    checkedAt,
+	}
+	if res.NewToken != "" {
+		// The 101 with the new cookie went out on a connection that is now open.
+		ctx, cancel := context.WithTimeout(h.streamCtx, 5*time.Second) // not r.Context() after Accept
+		err := h.deps.Auth.Presented(ctx, res.Session)
+		cancel()
+		if err != nil {
+			h.log.Warn("mark rotated session presented", "err", err)
+		}
 	}
 	if s := res.Session; s != nil {
 		opts.Viewer = realtime.Viewer{SessionID: s.ID, UserID: s.Account.ID, Type: s.Account.Type}
