@@ -3,16 +3,23 @@
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: run test build bench fuzz vet clean
+.PHONY: run test test-browser build bench fuzz vet clean
 
 ## run: start a node on http://127.0.0.1:8080 with a managed PostgreSQL in ./.data (development mode)
 run:
 	TIDINGS_DEV=$${TIDINGS_DEV:-true} TIDINGS_DATA_DIR=$${TIDINGS_DATA_DIR:-./.data} $(GO) run ./cmd/tidings serve
 
-## test: every test, with the race detector, against a real PostgreSQL started for the run
+## test: every test, with the race detector, against a real PostgreSQL started for the run;
+## then the browser client in headless Chromium
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(MAKE) test-browser
+
+## test-browser: the browser client in headless Chromium (Debian's chromium, node and npm);
+## screenshots and server logs land in web/browsertest/artifacts
+test-browser:
+	cd web/browsertest && npm ci --no-audit --no-fund && npm test
 
 ## build: the binaries, in ./bin
 build:

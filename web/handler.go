@@ -90,6 +90,9 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	r.DELETE("/api/users/:id", h.deleteUser)
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
+	site := newSite()
+	r.GET("/", h.page(site))
+	r.GET("/static/:version/*file", site.serveStatic)
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errMethod) })
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {

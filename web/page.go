@@ -1,0 +1,246 @@
+package web
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"tidings/auth"
+	"tidings/data"
+	"tidings/realtime"
+)
+
+// static holds the browser client: its modules, style sheet and icon, and the page template.
+//
+//go:embed static
+var static embed.FS
+
+// pageMessages is how many message events the page embeds (PROTOCOL.md section 6).
+const pageMessages = 50
+
+// contentSecurityPolicy allows only this origin's scripts, styles, images and connections
+// (WebSockets to the same host included); the embedded state is JSON, never run.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// assetTypes are the files of web/static served under /static/, with their content types.
+var assetTypes = map[string]string{
+	".js":  "text/javascript; charset=utf-8",
+	".css": "text/css; charset=utf-8",
+	".svg": "image/svg+xml",
+}
+
+// asset is one served file.
+type asset struct {
+	body []byte
+	etag string
+}
+
+// site is the page template and the static files, read once at construction.
+type site struct {
+	tmpl    *template.Template
+	files   map[string]asset // by path under static/
+	version string           // a hash of every file: the path prefix that makes them immutable
+}
+
+func newSite() *site {
+	s := &site{files: map[string]asset{}}
+	sum := sha256.New()
+	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := static.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		name := strings.TrimPrefix(p, "static/")
+		sum.Write([]byte(name))
+		sum.Write(b)
+		if _, ok := assetTypes[path.Ext(name)]; ok {
+			fileSum := sha256.Sum256(b)
+			s.files[name] = asset{body: b, etag: `"` + hex.EncodeToString(fileSum[:8]) + `"`}
+		}
+		return nil
+	})
+	if err != nil {
+		panic("web: read embedded static files: " + err.Error()) // the files are built in
+	}
+	s.version = hex.EncodeToString(sum.Sum(nil))[:12]
+	s.tmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
+		"clock": func(t string) string { // "2026-01-02T15:04:05.000Z" -> "15:04"
+			if len(t) >= 16 {
+				return t[11:16]
+			}
+			return t
+		},
+	}).ParseFS(static, "static/page.html"))
+	return s
+}
+
+// serveStatic serves a file of the browser client. Under the current version its answer never
+// changes, so browsers may keep it for a year; under any other (a page from before a deploy),
+// it is the current file and must be revalidated.
+func (s *site) serveStatic(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+	name := strings.TrimPrefix(ps.ByName("file"), "/")
+	a, ok := s.files[name]
+	if !ok {
+		writeError(w, errNotFound)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", assetTypes[path.Ext(name)])
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("ETag", a.etag)
+	if ps.ByName("version") == s.version {
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		h.Set("Cache-Control", "no-cache")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}
+
+// pageState is the state the page embeds for the client (PROTOCOL.md section 6).
+type pageState struct {
+	LastEventID int64          `json:"lastEventId"`
+	Session     *ApiSession    `json:"session"`
+	Notice      *string        `json:"notice"`
+	Users       []auth.ApiUser `json:"users"`
+	Messages    []pageEvent    `json:"messages"`
+}
+
+// pageEvent is an event as an event frame carries it: {"id":57,"event":{"type","data","time"}}.
+type pageEvent struct {
+	ID    int64     `json:"id"`
+	Event wireEvent `json:"event"`
+}
+
+type wireEvent struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+	Time string          `json:"time"`
+}
+
+// pageMessage is a message as the template shows it.
+type pageMessage struct {
+	ID       int64
+	UserName string
+	Text     string
+	Time     string
+}
+
+// page renders GET /: the watermark first, then the session, then what that session may see,
+// so that the stream the client opens from the watermark brings every change the reads missed.
+func (h *Handler) page(s *site) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+		hdr := w.Header()
+		hdr.Set("Cache-Control", "no-store")
+		hdr.Set("Content-Security-Policy", contentSecurityPolicy)
+		hdr.Set("X-Content-Type-Options", "nosniff")
+		hdr.Set("Referrer-Policy", "same-origin")
+		hdr.Set("X-Frame-Options", "DENY")
+
+		state, err := h.pageState(w, r)
+		if err != nil {
+			h.log.Error("render page", "err", err)
+			hdr.Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("tidings is unavailable: the database does not answer. Try again in a moment.\n"))
+			return
+		}
+		stateJSON, err := json.Marshal(state)
+		if err != nil {
+			h.log.Error("render page: encode state", "err", err)
+			writeError(w, errInternal)
+			return
+		}
+		// json.Marshal already writes <, > and & as \u003c, \u003e and \u0026 (and U+2028 and
+		// U+2029 escaped), so no "</script>" or "<!--" can appear; HTMLEscape says so again for
+		// the raw event data it copied.
+		var safe bytes.Buffer
+		json.HTMLEscape(&safe, stateJSON)
+
+		messages := make([]pageMessage, 0, len(state.Messages))
+		for _, m := range state.Messages {
+			var d struct {
+				UserName string `json:"userName"`
+				Text     string `json:"text"`
+			}
+			json.Unmarshal(m.Event.Data, &d)
+			messages = append(messages, pageMessage{ID: m.ID, UserName: d.UserName, Text: d.Text, Time: m.Event.Time})
+		}
+		var account *auth.ApiAccount
+		if state.Session != nil {
+			account = state.Session.Account
+		}
+		var out bytes.Buffer
+		err = s.tmpl.Execute(&out, map[string]any{
+			"Assets":   "/static/" + s.version + "/",
+			"State":    template.JS(safe.String()), // JSON, already escaped for a script element
+			"Account":  account,
+			"Admin":    account != nil && account.Type == data.UserAdmin,
+			"Notice":   state.Notice,
+			"Users":    state.Users,
+			"Messages": messages,
+		})
+		if err != nil {
+			h.log.Error("render page: template", "err", err)
+			writeError(w, errInternal)
+			return
+		}
+		hdr.Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		w.Write(out.Bytes())
+	}
+}
+
+// pageState reads the page's state in the order of PROTOCOL.md section 6: the watermark, then
+// the session (which may rotate the cookie), then the users and the messages it may see, which
+// are never older than the watermark.
+func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, error) {
+	ctx := r.Context()
+	mark, err := h.deps.Events.Watermark(ctx)
+	if err != nil {
+		return pageState{}, err
+	}
+	res, err := h.resolve(w, r)
+	if err != nil {
+		return pageState{}, err
+	}
+	body := newSessionBody(res)
+	state := pageState{
+		LastEventID: mark, Session: body.Session, Notice: body.Notice,
+		Users: []auth.ApiUser{}, Messages: []pageEvent{},
+	}
+	sess := res.Session
+	if sess == nil {
+		return state, nil
+	}
+	users, err := h.deps.Auth.Users(ctx)
+	if err != nil {
+		return pageState{}, err
+	}
+	for _, u := range users {
+		state.Users = append(state.Users, auth.NewApiUser(u))
+	}
+	viewer := realtime.Viewer{SessionID: sess.ID, UserID: sess.Account.ID, Type: sess.Account.Type}
+	// Messages up to the watermark: the stream, opened from it, brings every later one.
+	evs, err := data.RecentEvents(ctx, h.deps.Pool, "message", mark, pageMessages, viewer.CanSee)
+	if err != nil {
+		return pageState{}, err
+	}
+	for _, e := range evs {
+		state.Messages = append(state.Messages, pageEvent{ID: e.ID, Event: wireEvent{Type: e.Type, Data: e.Data, Time: wireTime(e.Time)}})
+	}
+	return state, nil
+}

@@ -1,0 +1,400 @@
+// @ts-check
+// The screens, drawn from the stores with DOM calls (text is never parsed as HTML). Lists are
+// keyed by id and updated in place, so focus and scroll survive live updates.
+
+/**
+ * @typedef {import('./stores.js').ApiUser} ApiUser
+ * @typedef {import('./stores.js').ApiAccount} ApiAccount
+ * @typedef {import('./stores.js').Message} Message
+ * @typedef {import('./stores.js').SessionState} SessionState
+ * @typedef {import('./connection.js').ConnState} ConnState
+ * @typedef {import('./connection.js').ConnDetail} ConnDetail
+ * @typedef {{
+ *   signIn: (endpoint: string, name: string, password: string) => Promise<void>,
+ *   signOut: () => Promise<void>,
+ *   send: (text: string) => Promise<number>,
+ *   rename: (name: string) => Promise<void>,
+ *   setType: (id: number, type: string) => Promise<void>,
+ *   remove: (id: number) => Promise<void>,
+ *   reconnect: () => void,
+ *   dismiss: () => void,
+ * }} Actions
+ */
+
+const userTypes = ['regular', 'crew', 'admin'];
+
+/**
+ * @param {string} tag
+ * @param {Record<string, any>} [props] class, text, on* handlers, and attributes
+ * @param {...(Node|string|null|false|undefined)} children
+ * @returns {HTMLElement}
+ */
+export function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') e.className = v;
+    else if (k === 'text') e.textContent = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) if (c) e.append(c);
+  return e;
+}
+
+const connLabels = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
+
+const endings = {
+  'session-taken': ['Your session was taken.', 'Someone else used your sign-in, so it was ended everywhere. Sign in again, and sign out on devices you do not trust.'],
+  expired: ['Your session expired.', 'Sign in again to carry on.'],
+  'signed-out': ['You were signed out.', 'This session was ended from another tab or device.'],
+  deleted: ['Your account was deleted.', 'An administrator removed it.'],
+  ended: ['Your session ended.', 'Sign in again to carry on.'],
+};
+
+/** @param {string} iso */
+function clock(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** @param {HTMLElement} form @param {string} text @param {'ok'|'error'|''} kind */
+function status(form, text, kind) {
+  const p = form.querySelector('.status');
+  if (!p) return;
+  p.textContent = text;
+  p.className = `status ${kind}`;
+}
+
+/** @param {any} err */
+function explain(err) {
+  return err?.code && err.code !== 'network' ? `${err.message} (${err.code})` : String(err?.message ?? err);
+}
+
+export class View {
+  /** @param {Actions} actions */
+  constructor(actions) {
+    this.actions = actions;
+    this.conn = /** @type {HTMLElement} */ (document.getElementById('conn'));
+    this.account = /** @type {HTMLElement} */ (document.getElementById('account'));
+    this.banner = /** @type {HTMLElement} */ (document.getElementById('banner'));
+    this.main = /** @type {HTMLElement} */ (document.getElementById('main'));
+    /** @type {string|null} */ this.mode = null;
+    /** @type {HTMLElement|null} */ this.usersList = null;
+    /** @type {HTMLElement|null} */ this.messagesList = null;
+    /** @type {HTMLElement|null} */ this.peopleCount = null;
+    /** @type {string|null} */ this.connProblem = null;
+  }
+
+  /** @param {ConnState} state @param {ConnDetail} detail */
+  renderConn(state, detail) {
+    this.conn.dataset.state = state;
+    const label = /** @type {HTMLElement} */ (this.conn.querySelector('.label'));
+    let text = connLabels[state];
+    if (state === 'reconnecting' && detail.retryIn && detail.retryIn >= 1000) {
+      text = `Reconnecting in ${Math.ceil(detail.retryIn / 1000)} s…`;
+    }
+    label.textContent = text;
+    this.conn.querySelector('button')?.remove();
+    if (state === 'offline' || (state === 'reconnecting' && (detail.retryIn ?? 0) >= 1000)) {
+      this.conn.append(el('button', { type: 'button', class: 'link', text: 'Reconnect now', onclick: () => this.actions.reconnect() }));
+    }
+    this.connProblem = detail.fatal ? (detail.reason ?? 'the server refused this client') : null;
+  }
+
+  /** @param {SessionState} s */
+  renderSession(s) {
+    const account = s.session?.account ?? null;
+    document.body.dataset.sessionId = s.session ? String(s.session.id) : '';
+    document.body.dataset.accountType = account?.type ?? '';
+    this.#renderAccount(account);
+    this.#renderBanner(s);
+    const mode = account ? 'signed-in' : 'anonymous';
+    if (mode !== this.mode) {
+      this.mode = mode;
+      this.main.replaceChildren(...(account ? this.#signedIn(account) : this.#anonymous()));
+    } else if (account) {
+      const input = /** @type {HTMLInputElement|null} */ (this.main.querySelector('#rename-name'));
+      if (input && document.activeElement !== input) input.value = account.name;
+    }
+  }
+
+  /** @param {ApiAccount|null} account */
+  #renderAccount(account) {
+    if (!account) {
+      this.account.replaceChildren();
+      return;
+    }
+    this.account.replaceChildren(
+      el('span', { class: 'who' }, 'Signed in as ', el('strong', { class: 'account-name', text: account.name }), ' ',
+        el('span', { class: 'badge', 'data-type': account.type, text: account.type })),
+      el('button', { type: 'button', class: 'secondary', text: 'Sign out', onclick: () => this.actions.signOut() }),
+    );
+  }
+
+  /** @param {SessionState} s */
+  #renderBanner(s) {
+    /** @type {[string, string, string]|null} */
+    let msg = null;
+    if (this.connProblem) msg = ['error', 'The connection was refused.', `${this.connProblem}. Reload the page to try again.`];
+    else if (s.ended) msg = ['warn', ...endings[s.ended]];
+    else if (s.rightsChanged) msg = ['info', 'Your rights changed.', `You are now ${s.rightsChanged}.`];
+    if (!msg) {
+      this.banner.hidden = true;
+      this.banner.replaceChildren();
+      delete this.banner.dataset.kind;
+      return;
+    }
+    this.banner.dataset.kind = s.ended ?? (this.connProblem ? 'connection' : 'rights');
+    this.banner.className = `banner ${msg[0]}`;
+    this.banner.replaceChildren(
+      el('p', {}, el('strong', { text: msg[1] }), ` ${msg[2]}`),
+      el('button', { type: 'button', class: 'link', text: 'Dismiss', 'aria-label': 'Dismiss this notice', onclick: () => this.actions.dismiss() }),
+    );
+    this.banner.hidden = false;
+  }
+
+  /** Shows a refused connection in the banner. @param {SessionState} s */
+  refreshBanner(s) {
+    this.#renderBanner(s);
+  }
+
+  #anonymous() {
+    this.usersList = this.messagesList = this.peopleCount = null;
+    /** @param {string} id @param {string} title @param {string} endpoint @param {boolean} creating */
+    const form = (id, title, endpoint, creating) => {
+      const f = el('form', { id, class: 'card' },
+        el('h3', { text: title }),
+        el('label', { for: `${id}-name`, text: 'Name' }),
+        el('input', { id: `${id}-name`, name: 'name', autocomplete: 'username', required: true, maxlength: 64,
+          pattern: creating ? '[A-Za-z0-9._\\-]{1,64}' : null, 'aria-describedby': creating ? `${id}-hint` : null }),
+        el('label', { for: `${id}-password`, text: 'Password' }),
+        el('input', { id: `${id}-password`, name: 'password', type: 'password', required: true,
+          autocomplete: creating ? 'new-password' : 'current-password', minlength: creating ? 8 : null,
+          'aria-describedby': creating ? `${id}-hint` : null }),
+        creating && el('p', { id: `${id}-hint`, class: 'hint', text: "A name of letters, digits, '.', '-' or '_'; a password of at least 8 characters." }),
+        el('button', { type: 'submit', text: creating ? 'Create account' : 'Sign in' }),
+        el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }),
+      );
+      f.addEventListener('submit', async (ev) => {
+        ev.preventDefault();
+        const data = new FormData(/** @type {HTMLFormElement} */ (f));
+        const button = /** @type {HTMLButtonElement} */ (f.querySelector('button'));
+        button.disabled = true;
+        status(f, creating ? 'Creating your account…' : 'Signing in…', '');
+        try {
+          await this.actions.signIn(endpoint, String(data.get('name')), String(data.get('password')));
+        } catch (err) {
+          status(f, explain(err), 'error');
+          button.disabled = false;
+        }
+      });
+      return f;
+    };
+    return [el('section', { class: 'welcome', 'aria-labelledby': 'welcome-title' },
+      el('h2', { id: 'welcome-title', text: 'Welcome to tidings' }),
+      el('p', { text: 'Sign in to see who is here and to talk with them, live.' }),
+      el('div', { class: 'auth-forms' },
+        form('sign-in', 'Sign in', '/api/auth/login', false),
+        form('register', 'Create an account', '/api/auth/register', true)))];
+  }
+
+  /** @param {ApiAccount} account */
+  #signedIn(account) {
+    this.messagesList = el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', tabindex: 0, 'aria-label': 'Messages, oldest first' });
+    const text = /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
+      placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' }));
+    const composer = el('form', { id: 'composer', class: 'composer', autocomplete: 'off' },
+      el('label', { for: 'composer-text', class: 'visually-hidden', text: 'Message' }),
+      text,
+      el('button', { type: 'submit', text: 'Send' }),
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+    text.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        composer.requestSubmit();
+      }
+    });
+    composer.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const value = text.value.trim();
+      if (!value) return;
+      status(composer, 'Sending…', '');
+      try {
+        const id = await this.actions.send(value);
+        if (text.value.trim() === value) text.value = '';
+        status(composer, `Sent (event ${id}).`, 'ok');
+      } catch (err) {
+        status(composer, `Not sent: ${explain(err)}`, 'error');
+      }
+    });
+
+    this.usersList = el('ul', { id: 'users', class: 'users' });
+    this.peopleCount = el('span', { class: 'count' });
+    const renameInput = /** @type {HTMLInputElement} */ (el('input', { id: 'rename-name', name: 'name', required: true, maxlength: 64,
+      pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' }));
+    renameInput.value = account.name;
+    const rename = el('form', { id: 'rename', class: 'rename', autocomplete: 'off' },
+      el('label', { for: 'rename-name', text: 'Your name' }),
+      el('div', { class: 'row' }, renameInput, el('button', { type: 'submit', text: 'Rename' })),
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+    rename.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      status(rename, 'Saving…', '');
+      try {
+        await this.actions.rename(renameInput.value.trim());
+        status(rename, 'Saved.', 'ok');
+      } catch (err) {
+        status(rename, explain(err), 'error');
+      }
+    });
+
+    return [el('div', { class: 'layout' },
+      el('section', { class: 'card feed', 'aria-labelledby': 'feed-title' },
+        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, composer),
+      el('aside', { class: 'card people', 'aria-labelledby': 'people-title' },
+        el('h2', { id: 'people-title' }, 'People ', this.peopleCount), this.usersList, rename))];
+  }
+
+  /**
+   * @param {Message[]} messages
+   * @param {ApiAccount|null} account
+   * @param {(userId: number) => string|undefined} nameOf a sender's current name, if known
+   */
+  renderMessages(messages, account, nameOf) {
+    const list = this.messagesList;
+    if (!list) return;
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    const rows = new Map();
+    for (const li of [...list.children]) {
+      const id = /** @type {HTMLElement} */ (li).dataset.id;
+      if (id) rows.set(Number(id), li);
+      else li.remove();
+    }
+    messages.forEach((m, i) => {
+      let li = rows.get(m.id);
+      rows.delete(m.id);
+      if (!li) {
+        li = el('li', { class: 'message', 'data-id': m.id },
+          el('div', { class: 'meta' }, el('span', { class: 'from', text: m.userName }), ' ',
+            el('time', { datetime: m.time, title: new Date(m.time).toLocaleString(), text: clock(m.time) })),
+          el('p', { class: 'text', text: m.text }));
+      }
+      li.classList.toggle('mine', account !== null && m.userId === account.id);
+      const from = /** @type {HTMLElement} */ (li.querySelector('.from'));
+      const name = nameOf(m.userId) ?? m.userName; // senders may have been renamed since
+      if (from.textContent !== name) from.textContent = name;
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
+    });
+    for (const li of rows.values()) li.remove();
+    if (messages.length === 0) list.append(el('li', { class: 'empty', text: 'No messages yet. Say hello.' }));
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  /** @param {ApiUser[]} users @param {ApiAccount|null} account */
+  renderUsers(users, account) {
+    const list = this.usersList;
+    if (!list || !this.peopleCount) return;
+    this.peopleCount.textContent = String(users.length);
+    const admin = account?.type === 'admin';
+    const rows = new Map();
+    for (const li of [...list.children]) rows.set(Number(/** @type {HTMLElement} */ (li).dataset.id), li);
+    users.forEach((u, i) => {
+      let li = rows.get(u.id);
+      rows.delete(u.id);
+      const me = account !== null && u.id === account.id;
+      const shape = `${admin}/${me}`;
+      if (!li || li.dataset.shape !== shape) {
+        const fresh = this.#userRow(u, admin, me);
+        fresh.dataset.shape = shape;
+        if (li) li.replaceWith(fresh);
+        li = fresh;
+      }
+      li.dataset.type = u.type;
+      li.querySelector('.name').textContent = u.name;
+      const badge = li.querySelector('.badge');
+      badge.textContent = u.type;
+      badge.dataset.type = u.type;
+      const select = /** @type {HTMLSelectElement|null} */ (li.querySelector('select'));
+      const save = /** @type {HTMLButtonElement|null} */ (li.querySelector('[data-action=save-type]'));
+      if (select && save) {
+        if (save.hidden) select.value = u.type; // no edit pending: show the current type
+        save.hidden = select.value === u.type;
+        select.setAttribute('aria-label', `Type of ${u.name}`);
+        save.setAttribute('aria-label', `Save the type of ${u.name}`);
+      }
+      const del = li.querySelector('[data-action=delete]');
+      if (del) del.setAttribute('aria-label', `Delete ${u.name}`);
+      if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
+    });
+    for (const li of rows.values()) li.remove();
+  }
+
+  /** @param {ApiUser} u @param {boolean} admin @param {boolean} me */
+  #userRow(u, admin, me) {
+    const rowStatus = el('span', { class: 'row-status', role: 'status', 'aria-live': 'polite' });
+    /** @param {string} text @param {string} kind */
+    const say = (text, kind) => {
+      rowStatus.textContent = text;
+      rowStatus.className = `row-status ${kind}`;
+    };
+    let controls = null;
+    if (admin) {
+      const select = /** @type {HTMLSelectElement} */ (el('select', { 'data-action': 'type' },
+        ...userTypes.map((t) => el('option', { value: t, text: t }))));
+      select.value = u.type;
+      // A change takes a second step, so that moving through the options with the keyboard
+      // does not change rights on the way.
+      const save = /** @type {HTMLButtonElement} */ (el('button', { type: 'button', class: 'secondary small', 'data-action': 'save-type', text: 'Save', hidden: true }));
+      const row = () => /** @type {HTMLElement} */ (select.closest('li'));
+      select.addEventListener('change', () => {
+        save.hidden = select.value === row().dataset.type;
+        say('', '');
+      });
+      save.addEventListener('click', async () => {
+        save.disabled = true;
+        say('Saving…', '');
+        try {
+          await this.actions.setType(u.id, select.value);
+          save.hidden = true;
+          say('Saved.', 'ok');
+        } catch (err) {
+          say(explain(err), 'error');
+        } finally {
+          save.disabled = false;
+        }
+      });
+      controls = el('span', { class: 'controls' }, select, save);
+      if (!me) {
+        let armed = /** @type {any} */ (null);
+        const del = el('button', { type: 'button', class: 'danger', 'data-action': 'delete', text: 'Delete' });
+        del.addEventListener('click', async () => {
+          if (!armed) {
+            del.textContent = 'Confirm delete';
+            del.classList.add('armed');
+            armed = setTimeout(() => {
+              armed = null;
+              del.textContent = 'Delete';
+              del.classList.remove('armed');
+            }, 5000);
+            return;
+          }
+          clearTimeout(armed);
+          armed = null;
+          say('Deleting…', '');
+          try {
+            await this.actions.remove(u.id);
+          } catch (err) {
+            del.textContent = 'Delete';
+            del.classList.remove('armed');
+            say(explain(err), 'error');
+          }
+        });
+        controls.append(del);
+      }
+    }
+    return el('li', { class: 'user', 'data-id': u.id },
+      el('span', { class: 'name' }), ' ', el('span', { class: 'badge' }), me && el('span', { class: 'you', text: 'you' }),
+      controls, rowStatus);
+  }
+}
