@@ -39,6 +39,8 @@ type Deps struct {
 	Publisher *data.Publisher
 	Hub       *realtime.Hub
 	Auth      *auth.Manager
+	// Metrics serves GET /metrics (Prometheus); nil answers 404.
+	Metrics http.Handler
 }
 
 // maxBody is the largest request body read (PROTOCOL.md section 5).
@@ -90,6 +92,9 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	r.DELETE("/api/users/:id", h.deleteUser)
 	r.GET("/healthz", h.healthz)
 	r.GET("/readyz", h.readyz)
+	if deps.Metrics != nil {
+		r.Handler("GET", "/metrics", deps.Metrics)
+	}
 	site := newSite()
 	r.GET("/", h.page(site))
 	r.GET("/static/:version/*file", site.serveStatic)

@@ -88,6 +88,19 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("event: got %v", f)
 	}
 
+	resp, err = http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"tidings_streams_open 1", "tidings_events_delivered_total 1", "tidings_listener_up 1",
+		"tidings_events_appended_total 1", "tidings_db_pool_max_conns", "tidings_delivery_latency_seconds_count 1", "go_goroutines"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	stop() // what SIGTERM does
 	_, _, err = conn.Read(dctx)
 	var ce websocket.CloseError

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tidings/auth"
 	"tidings/data"
@@ -28,8 +31,11 @@ const shutdownGrace = 10 * time.Second
 // managed database.
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
 	return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+			data.NewPoolCollector(pool))
 		events := data.NewEvents(pool)
-		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log})
+		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: realtime.NewMetrics(reg)})
 		sessions := newAuth(pool, cfg, log)
 		handler := web.NewHandler(web.Deps{
 			Pool:      pool,
@@ -37,6 +43,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
 			Hub:       hub,
 			Auth:      sessions,
+			Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		}, web.Config{
 			AllowedOrigins: cfg.allowedOrigins,
 			APIKey:         cfg.apiKey,
