@@ -54,9 +54,9 @@ BEGIN
 END;
 $$;
 
--- publish_events appends several events in the caller's transaction and returns their ids in
--- order. The event is delivered if and only if that transaction commits.
-CREATE FUNCTION publish_events(types text[], datas jsonb[], audiences jsonb[])
+-- tidings_append_events is the append itself, for every event type; publish_events checks,
+-- then calls it. The server calls it directly for control events.
+CREATE FUNCTION tidings_append_events(types text[], datas jsonb[], audiences jsonb[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -78,6 +78,19 @@ BEGIN
     -- A wake-up for every node's listener; the payload is a hint, never the data.
     PERFORM pg_notify('events', last::text);
     RETURN QUERY SELECT generate_series(last - n + 1, last);
+END;
+$$;
+
+-- Event types under "tidings." are control events: session and user changes that every node's
+-- hub acts on (closing streams) and that no client ever sees. Only the server writes them.
+CREATE FUNCTION publish_events(types text[], datas jsonb[], audiences jsonb[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM unnest(types) AS t WHERE t LIKE 'tidings.%') THEN
+        RAISE EXCEPTION 'event types under "tidings." are reserved' USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY SELECT tidings_append_events(types, datas, audiences);
 END;
 $$;
 

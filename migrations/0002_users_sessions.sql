@@ -1,4 +1,4 @@
--- Users, login sessions, and the control events that carry session changes to every node.
+-- Users and login sessions.
 
 CREATE TABLE users (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -39,43 +39,3 @@ CREATE TABLE login_failures (
     at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX login_failures_idx ON login_failures (name_key, at);
-
--- Event types under "tidings." are control events: session and user changes that every node's
--- hub acts on (closing streams) and that no client ever sees. Only the server writes them.
-CREATE OR REPLACE FUNCTION publish_events(types text[], datas jsonb[], audiences jsonb[])
-RETURNS SETOF bigint
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM unnest(types) AS t WHERE t LIKE 'tidings.%') THEN
-        RAISE EXCEPTION 'event types under "tidings." are reserved' USING ERRCODE = '22023';
-    END IF;
-    RETURN QUERY SELECT tidings_append_events(types, datas, audiences);
-END;
-$$;
-
--- tidings_append_events is the append itself, for every event type; publish_events checks,
--- then calls it. The server calls it directly for control events.
-CREATE FUNCTION tidings_append_events(types text[], datas jsonb[], audiences jsonb[])
-RETURNS SETOF bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    n    int := coalesce(array_length(types, 1), 0);
-    last bigint;
-BEGIN
-    IF n = 0 THEN
-        RETURN;
-    END IF;
-    IF coalesce(array_length(datas, 1), 0) <> n OR coalesce(array_length(audiences, 1), 0) <> n THEN
-        RAISE EXCEPTION 'publish_events: % types, % datas, % audiences',
-            n, coalesce(array_length(datas, 1), 0), coalesce(array_length(audiences, 1), 0)
-            USING ERRCODE = '22023';
-    END IF;
-    UPDATE event_log_state SET last_id = last_id + n RETURNING last_id INTO last;
-    INSERT INTO events (id, type, data, audience)
-    SELECT last - n + u.ord, u.t, coalesce(u.d, 'null'::jsonb), tidings_audience(u.a)
-    FROM unnest(types, datas, audiences) WITH ORDINALITY AS u(t, d, a, ord);
-    -- A wake-up for every node's listener; the payload is a hint, never the data.
-    PERFORM pg_notify('events', last::text);
-    RETURN QUERY SELECT generate_series(last - n + 1, last);
-END;
-$$;

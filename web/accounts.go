@@ -151,10 +151,20 @@ func (h *Handler) account(w http.ResponseWriter, r *http.Request) (data.User, bo
 	return res.Session.Account, true
 }
 
-// userID reads the :id of a users route; anything but a positive decimal id is not found.
-func userID(ps httprouter.Params) (int64, bool) {
-	id, err := strconv.ParseInt(ps.ByName("id"), 10, 64)
-	return id, err == nil && id > 0 && strconv.FormatInt(id, 10) == ps.ByName("id")
+// userTarget reads the signed-in account and the :id of a users route, answering 401 without
+// a session and 404 for an id that is not a positive decimal number.
+func (h *Handler) userTarget(w http.ResponseWriter, r *http.Request, ps httprouter.Params) (data.User, int64, bool) {
+	account, ok := h.account(w, r)
+	if !ok {
+		return account, 0, false
+	}
+	raw := ps.ByName("id")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id <= 0 || strconv.FormatInt(id, 10) != raw {
+		writeError(w, errNotFound)
+		return account, 0, false
+	}
+	return account, id, true
 }
 
 func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
@@ -174,12 +184,8 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, _ httprouter
 }
 
 func (h *Handler) getUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-	if _, ok := h.account(w, r); !ok {
-		return
-	}
-	id, ok := userID(ps)
+	_, id, ok := h.userTarget(w, r, ps)
 	if !ok {
-		writeError(w, errNotFound)
 		return
 	}
 	u, err := h.deps.Auth.User(r.Context(), id)
@@ -191,13 +197,8 @@ func (h *Handler) getUser(w http.ResponseWriter, r *http.Request, ps httprouter.
 }
 
 func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-	account, ok := h.account(w, r)
+	account, id, ok := h.userTarget(w, r, ps)
 	if !ok {
-		return
-	}
-	id, ok := userID(ps)
-	if !ok {
-		writeError(w, errNotFound)
 		return
 	}
 	body, err := readBody(r)
@@ -219,13 +220,8 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, ps httproute
 }
 
 func (h *Handler) deleteUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
-	account, ok := h.account(w, r)
+	account, id, ok := h.userTarget(w, r, ps)
 	if !ok {
-		return
-	}
-	id, ok := userID(ps)
-	if !ok {
-		writeError(w, errNotFound)
 		return
 	}
 	if err := h.deps.Auth.DeleteUser(r.Context(), account, id); err != nil {

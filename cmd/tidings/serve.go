@@ -71,8 +71,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 				log.Error("hub stopped", "err", err)
 			}
 		})
-		wg.Go(func() { pruneLoop(hubCtx, events, cfg.retention, cfg.pruneInterval, log) })
-		wg.Go(func() { discardLoop(hubCtx, sessions, cfg.pruneInterval, log) })
+		wg.Go(func() { every(hubCtx, cfg.pruneInterval, func() { prune(hubCtx, events, cfg.retention, log) }) })
+		wg.Go(func() { every(hubCtx, cfg.pruneInterval, func() { discard(hubCtx, sessions, log) }) })
 		if cfg.pprofAddr != "" {
 			stopPprof, err := servePprof(cfg.pprofAddr, log)
 			if err != nil {
@@ -108,9 +108,8 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 	})
 }
 
-// pruneLoop deletes events older than retention every interval (PROTOCOL.md section 5).
-// Nodes take turns through an advisory lock inside PruneOlderThan.
-func pruneLoop(ctx context.Context, events *data.Events, retention, interval time.Duration, log *slog.Logger) {
+// every calls fn every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -118,32 +117,31 @@ func pruneLoop(ctx context.Context, events *data.Events, retention, interval tim
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		n, err := events.PruneOlderThan(ctx, time.Now().Add(-retention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			log.Error("prune events", "err", err)
-		case n > 0:
-			log.Info("pruned events", "deleted", n)
+			fn()
 		}
 	}
 }
 
-// discardLoop deletes sessions past their discard time, and old login failures, every interval.
-func discardLoop(ctx context.Context, sessions *auth.Manager, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n, err := sessions.Discard(ctx); err != nil && ctx.Err() == nil {
-			log.Error("discard old sessions", "err", err)
-		} else if n > 0 {
-			log.Info("discarded old sessions", "deleted", n)
-		}
+// prune deletes events older than retention (PROTOCOL.md section 5). Nodes take turns through
+// an advisory lock inside PruneOlderThan.
+func prune(ctx context.Context, events *data.Events, retention time.Duration, log *slog.Logger) {
+	n, err := events.PruneOlderThan(ctx, time.Now().Add(-retention))
+	switch {
+	case err != nil && ctx.Err() == nil:
+		log.Error("prune events", "err", err)
+	case n > 0:
+		log.Info("pruned events", "deleted", n)
+	}
+}
+
+// discard deletes sessions past their discard time, and old login failures.
+func discard(ctx context.Context, sessions *auth.Manager, log *slog.Logger) {
+	n, err := sessions.Discard(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		log.Error("discard old sessions", "err", err)
+	case n > 0:
+		log.Info("discarded old sessions", "deleted", n)
 	}
 }
 
