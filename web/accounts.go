@@ -72,7 +72,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	err = authError(err)
 	var api *apiError
 	if !errors.As(err, &api) {
-		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		h.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "requestId", requestID(r.Context()), "err", err)
 		err = errUnavailable
 	}
 	writeError(w, err)

@@ -203,3 +203,29 @@ func TestAPIErrorsAndHealth(t *testing.T) {
 		t.Fatalf("form POST: got %d, want 415", resp.StatusCode)
 	}
 }
+
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{})
+	get := func(header string) string {
+		req, _ := http.NewRequest("GET", s.URL+"/healthz", nil)
+		if header != "" {
+			req.Header.Set("X-Request-Id", header)
+		}
+		resp, err := s.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("X-Request-Id")
+	}
+	if a, b := get(""), get(""); len(a) != 16 || a == b {
+		t.Fatalf("generated ids: got %q and %q, want two different 16-character ids", a, b)
+	}
+	if got := get("proxy-42"); got != "proxy-42" {
+		t.Fatalf("a proxy's id: got %q, want it kept", got)
+	}
+	if got := get("bad id"); got == "bad id" || len(got) != 16 {
+		t.Fatalf("an unusable id: got %q, want a fresh one", got)
+	}
+}

@@ -2,8 +2,10 @@ package web
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -110,6 +112,20 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 
 // ServeHTTP applies the checks every request gets, then routes it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A request id for the logs, taken from a proxy's header when it sends a sane one.
+	id := r.Header.Get("X-Request-Id")
+	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
+		id = newRequestID()
+	}
+	w.Header().Set("X-Request-Id", id)
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	if r.URL.Path != "/api/events" {
+		// Every handler but the stream's answers within requestTimeout: the database calls
+		// it makes end with this context.
+		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
 	if r.ContentLength > maxBody {
 		writeError(w, errTooLarge)
 		return
@@ -129,6 +145,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.router.ServeHTTP(w, r)
+}
+
+// requestTimeout bounds every HTTP handler except the event stream.
+const requestTimeout = 15 * time.Second
+
+type requestIDKey struct{}
+
+// requestID is the id of the request ctx belongs to, or "".
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // hasBody reports whether the request carries a body.
@@ -163,7 +196,7 @@ func (h *Handler) Shutdown(ctx context.Context) {
 func (h *Handler) lastEventID(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	id, err := h.deps.Events.Watermark(r.Context())
 	if err != nil {
-		h.log.Error("read watermark", "err", err)
+		h.log.Error("read watermark", "requestId", requestID(r.Context()), "err", err)
 		writeError(w, errUnavailable)
 		return
 	}

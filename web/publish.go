@@ -96,7 +96,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ httprouter.P
 			writeError(w, badRequest("invalid-event", err.Error()))
 			return
 		}
-		h.log.Error("publish", "err", err)
+		h.log.Error("publish", "requestId", requestID(r.Context()), "err", err)
 		writeError(w, errUnavailable)
 		return
 	}

@@ -107,6 +107,6 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	h.streams.Add(1)
 	defer h.streams.Done()
 	if err := h.deps.Hub.Serve(h.streamCtx, sock, h.cfg.Stream, opts); err != nil && !errors.Is(err, http.ErrAbortHandler) {
-		h.log.Warn("stream ended", "err", err, "remote", r.RemoteAddr)
+		h.log.Warn("stream ended", "err", err, "remote", r.RemoteAddr, "requestId", requestID(r.Context()))
 	}
 }
