@@ -10,10 +10,11 @@ run:
 	TIDINGS_DEV=$${TIDINGS_DEV:-true} TIDINGS_DATA_DIR=$${TIDINGS_DATA_DIR:-./.data} $(GO) run ./cmd/tidings serve
 
 ## test: every test, with the race detector, against a real PostgreSQL started for the run;
-## then the browser client in headless Chromium
+## then each fuzz test for a few seconds; then the browser client in headless Chromium
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=3s
 	$(MAKE) test-browser
 
 ## test-browser: the browser client in headless Chromium (Debian's chromium, node and npm);
