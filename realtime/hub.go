@@ -53,6 +53,8 @@ type Hub struct {
 
 	listening atomic.Bool // the LISTEN connection is up
 
+	accounts accountBuckets // publish limits shared by each account's streams
+
 	mu       sync.RWMutex
 	head     int64                      // guarded by mu: every event <= head is in the log and was read
 	ring     []*Event                   // guarded by mu: the most recent events; ring[id%len] holds id

@@ -1,6 +1,9 @@
 package realtime
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // tokenBucket is a rate limit that starts full. Only the reader goroutine of a stream uses it.
 type tokenBucket struct {
@@ -25,3 +28,43 @@ func (b *tokenBucket) available(now time.Time) bool {
 
 // take removes one token; call it only after available said yes.
 func (b *tokenBucket) take() { b.tokens-- }
+
+// accountBuckets are the publish token buckets of accounts, shared by all their streams on a
+// node.
+type accountBuckets struct {
+	mu      sync.Mutex
+	buckets map[int64]*tokenBucket // guarded by mu
+}
+
+// available reports whether account id may publish now, creating its full bucket if needed.
+func (a *accountBuckets) available(id int64, rate float64, burst int, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.buckets == nil {
+		a.buckets = map[int64]*tokenBucket{}
+	}
+	b, ok := a.buckets[id]
+	if !ok {
+		if len(a.buckets) >= 10000 {
+			// Forget accounts whose buckets have refilled: they are as good as new.
+			for other, ob := range a.buckets {
+				if ob.available(now); ob.tokens >= ob.burst {
+					delete(a.buckets, other)
+				}
+			}
+		}
+		nb := newTokenBucket(rate, burst, now)
+		b = &nb
+		a.buckets[id] = b
+	}
+	return b.available(now)
+}
+
+// take removes a token from account id's bucket.
+func (a *accountBuckets) take(id int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if b, ok := a.buckets[id]; ok {
+		b.take()
+	}
+}

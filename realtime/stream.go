@@ -31,6 +31,10 @@ type StreamConfig struct {
 	// (defaults 10 per second, bursts of 20).
 	PublishRate  float64
 	PublishBurst int
+	// AccountPublishRate and AccountPublishBurst shape the token bucket that all the streams
+	// of one account share on a node (defaults 20 per second, bursts of 40).
+	AccountPublishRate  float64
+	AccountPublishBurst int
 	// MaxInvalidFrames is how many invalid frames in a row close the socket with 1008
 	// (default 10).
 	MaxInvalidFrames int
@@ -59,6 +63,12 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	}
 	if c.PublishBurst <= 0 {
 		c.PublishBurst = 20
+	}
+	if c.AccountPublishRate <= 0 {
+		c.AccountPublishRate = 20
+	}
+	if c.AccountPublishBurst <= 0 {
+		c.AccountPublishBurst = 40
 	}
 	if c.MaxInvalidFrames <= 0 {
 		c.MaxInvalidFrames = 10
@@ -238,8 +248,13 @@ func (s *stream) publish(ctx context.Context, f ClientFrame, bucket *tokenBucket
 	if s.opts.Publish == nil {
 		return errorFrame(f.Ref, CodeUnauthenticated, "sign in to publish")
 	}
-	if !bucket.available(time.Now()) {
+	now := time.Now()
+	if !bucket.available(now) {
 		return errorFrame(f.Ref, CodeRateLimited, fmt.Sprintf("at most %g events per second, bursts of %d", s.cfg.PublishRate, s.cfg.PublishBurst))
+	}
+	account := s.opts.Viewer.UserID
+	if account != 0 && !s.hub.accounts.available(account, s.cfg.AccountPublishRate, s.cfg.AccountPublishBurst, now) {
+		return errorFrame(f.Ref, CodeRateLimited, fmt.Sprintf("at most %g events per second per account, bursts of %d", s.cfg.AccountPublishRate, s.cfg.AccountPublishBurst))
 	}
 	id, err := s.opts.Publish(ctx, f.Event)
 	if err != nil {
@@ -250,6 +265,9 @@ func (s *stream) publish(ctx context.Context, f ClientFrame, bucket *tokenBucket
 		return errorFrameFor(f.Ref, err)
 	}
 	bucket.take()
+	if account != 0 {
+		s.hub.accounts.take(account)
+	}
 	return ackFrame(f.Ref, id)
 }
 

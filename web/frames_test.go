@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"tidings/realtime"
 	"tidings/web"
 )
 
@@ -227,5 +229,56 @@ func TestRequestIDs(t *testing.T) {
 	}
 	if got := get("bad id"); got == "bad id" || len(got) != 16 {
 		t.Fatalf("an unusable id: got %q, want a fresh one", got)
+	}
+}
+
+func TestStreamLimits(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{web: web.Config{MaxStreamsPerSession: 2, MaxStreamsPerAddress: 3}})
+	b := s.browser(t)
+	b.register("wes")
+	first := b.stream("")
+	b.stream("")
+	if c, err := s.tryDialAs(t, b.client, "", nil); err == nil || c.resp == nil || c.resp.StatusCode != 429 {
+		t.Fatalf("third stream of one session: got %v, want 429", err)
+	}
+	s.dial(t, "", nil) // anonymous: the address's third
+	if c, err := s.tryDial(t, "", nil); err == nil || c.resp == nil || c.resp.StatusCode != 429 {
+		t.Fatalf("fourth stream of one address: got %v, want 429", err)
+	}
+	first.conn.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "a place freed", func() bool {
+		c, err := s.tryDialAs(t, b.client, "", nil)
+		if err == nil {
+			c.conn.CloseNow()
+		}
+		return err == nil
+	})
+}
+
+func TestAccountPublishLimitSpansSockets(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{web: web.Config{Stream: realtime.StreamConfig{AccountPublishRate: 0.001, AccountPublishBurst: 3}}})
+	b := s.browser(t)
+	b.register("xia")
+	one, two := b.stream(""), b.stream("")
+	for _, c := range []*client{one, two} {
+		c.next()
+		c.expect("ready")
+	}
+	answers := map[string]int{}
+	for i := range 4 {
+		c := []*client{one, two}[i%2]
+		c.send(fmt.Sprintf(`{"type":"publish","ref":"x%d","event":{"type":"message","data":{"text":"t"}}}`, i))
+		for {
+			f := c.next()
+			if f.Type == "ack" || f.Type == "error" {
+				answers[f.Type+f.Code]++
+				break
+			}
+		}
+	}
+	if answers["ack"] != 3 || answers["errorrate-limited"] != 1 {
+		t.Fatalf("got %v, want 3 acks and 1 rate-limited across the account's two sockets", answers)
 	}
 }

@@ -28,6 +28,12 @@ type Config struct {
 	APIKey string
 	// Stream configures every WebSocket stream.
 	Stream realtime.StreamConfig
+	// MaxStreamsPerSession limits the streams one session holds open on a node (default
+	// DefaultMaxStreamsPerSession); a negative value means no limit.
+	MaxStreamsPerSession int
+	// MaxStreamsPerAddress limits the streams one remote address holds open on a node; 0 means
+	// no limit (the default: behind a proxy, every client shares its address).
+	MaxStreamsPerAddress int
 	// Dev names the session cookie tidings-session, without Secure (plain http on localhost).
 	Dev bool
 	// Logger receives request failures; nil discards them.
@@ -56,6 +62,7 @@ type Handler struct {
 	log     *slog.Logger
 	origins origins
 	apiKey  [sha256.Size]byte
+	counts  streamCounts
 	router  *httprouter.Router
 
 	// streams owns every stream's goroutine; streamCtx ends them all on a forced shutdown.
@@ -72,6 +79,9 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	}
 	if cfg.Stream.Logger == nil {
 		cfg.Stream.Logger = log
+	}
+	if cfg.MaxStreamsPerSession == 0 {
+		cfg.MaxStreamsPerSession = DefaultMaxStreamsPerSession
 	}
 	h := &Handler{deps: deps, cfg: cfg, log: log, origins: newOrigins(cfg.AllowedOrigins)}
 	h.apiKey = sha256.Sum256([]byte(cfg.APIKey))

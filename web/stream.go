@@ -71,6 +71,16 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		h.fail(w, r, err)
 		return
 	}
+	var session int64
+	if res.Session != nil {
+		session = res.Session.ID
+	}
+	release, ok := h.counts.acquire(r, session, h.cfg.MaxStreamsPerSession, h.cfg.MaxStreamsPerAddress)
+	if !ok {
+		writeError(w, errTooManyStreams)
+		return
+	}
+	defer release()
 	sock, err := realtime.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the origin was checked above, by our own rule

@@ -24,6 +24,8 @@ type config struct {
 	pruneInterval  time.Duration
 	dev            bool
 	pprofAddr      string
+	maxPerSession  int
+	maxPerAddress  int
 }
 
 // parseConfig reads flags over environment variables over defaults, and checks every value,
@@ -59,6 +61,8 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	for i, d := range durations {
 		raw[i] = fs.String(d.flag, env(d.env, d.def), d.help+" ("+d.env+")")
 	}
+	perSession := fs.String("max-streams-per-session", env("TIDINGS_MAX_STREAMS_PER_SESSION", "16"), "streams one session may hold open on a node; -1: no limit (TIDINGS_MAX_STREAMS_PER_SESSION)")
+	perAddress := fs.String("max-streams-per-address", env("TIDINGS_MAX_STREAMS_PER_ADDRESS", "0"), "streams one remote address may hold open on a node; 0: no limit (TIDINGS_MAX_STREAMS_PER_ADDRESS)")
 	devDefault := env("TIDINGS_DEV", "false")
 	dev := fs.String("dev", devDefault, "development mode: cookie tidings-session without Secure (TIDINGS_DEV)")
 	if err := fs.Parse(args); err != nil {
@@ -75,6 +79,12 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		*d.p = v
 	}
 	var err error
+	if c.maxPerSession, err = strconv.Atoi(*perSession); err != nil || c.maxPerSession == 0 || c.maxPerSession < -1 {
+		return c, fmt.Errorf("invalid TIDINGS_MAX_STREAMS_PER_SESSION (-max-streams-per-session) %q: want a positive number, or -1 for no limit", *perSession)
+	}
+	if c.maxPerAddress, err = strconv.Atoi(*perAddress); err != nil || c.maxPerAddress < 0 {
+		return c, fmt.Errorf("invalid TIDINGS_MAX_STREAMS_PER_ADDRESS (-max-streams-per-address) %q: want 0 (no limit) or a positive number", *perAddress)
+	}
 	if c.dev, err = strconv.ParseBool(*dev); err != nil {
 		return c, fmt.Errorf("invalid TIDINGS_DEV (-dev) %q: want true or false", *dev)
 	}

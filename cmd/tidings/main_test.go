@@ -120,10 +120,12 @@ func TestServeEndToEnd(t *testing.T) {
 func TestConfigErrorsNameTheSetting(t *testing.T) {
 	t.Parallel()
 	cases := map[string]string{
-		"TIDINGS_SESSION_ROTATE":  "soon",
-		"TIDINGS_RETENTION":       "-1h",
-		"TIDINGS_DEV":             "maybe",
-		"TIDINGS_ALLOWED_ORIGINS": "example.com",
+		"TIDINGS_SESSION_ROTATE":          "soon",
+		"TIDINGS_RETENTION":               "-1h",
+		"TIDINGS_DEV":                     "maybe",
+		"TIDINGS_ALLOWED_ORIGINS":         "example.com",
+		"TIDINGS_MAX_STREAMS_PER_SESSION": "0",
+		"TIDINGS_MAX_STREAMS_PER_ADDRESS": "-2",
 	}
 	for key, value := range cases {
 		_, err := parseConfig("serve", nil, func(k string) string {

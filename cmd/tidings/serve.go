@@ -48,7 +48,10 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			AllowedOrigins: cfg.allowedOrigins,
 			APIKey:         cfg.apiKey,
 			Dev:            cfg.dev,
-			Logger:         log,
+
+			MaxStreamsPerSession: cfg.maxPerSession,
+			MaxStreamsPerAddress: cfg.maxPerAddress,
+			Logger:               log,
 		})
 
 		ln, err := net.Listen("tcp", cfg.addr)

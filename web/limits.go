@@ -1,0 +1,53 @@
+package web
+
+import (
+	"net"
+	"net/http"
+	"sync"
+)
+
+// DefaultMaxStreamsPerSession is how many streams one session may hold open on a node when
+// Config.MaxStreamsPerSession is 0: a few tabs and windows of one browser.
+const DefaultMaxStreamsPerSession = 16
+
+var errTooManyStreams = &apiError{http.StatusTooManyRequests, "too-many-streams", "too many streams are open for this session or address; close some"}
+
+// streamCounts counts the open streams of each session and each remote address.
+type streamCounts struct {
+	mu        sync.Mutex
+	bySession map[int64]int  // guarded by mu
+	byAddr    map[string]int // guarded by mu
+}
+
+// acquire counts a new stream of session (0: anonymous) from the request's address, unless
+// that would pass a limit (0: none); release uncounts it.
+func (c *streamCounts) acquire(r *http.Request, session int64, maxSession, maxAddr int) (release func(), ok bool) {
+	addr, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		addr = r.RemoteAddr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bySession == nil {
+		c.bySession, c.byAddr = map[int64]int{}, map[string]int{}
+	}
+	if (session != 0 && maxSession > 0 && c.bySession[session] >= maxSession) || (maxAddr > 0 && c.byAddr[addr] >= maxAddr) {
+		return nil, false
+	}
+	if session != 0 {
+		c.bySession[session]++
+	}
+	c.byAddr[addr]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if session != 0 {
+			if c.bySession[session]--; c.bySession[session] <= 0 {
+				delete(c.bySession, session)
+			}
+		}
+		if c.byAddr[addr]--; c.byAddr[addr] <= 0 {
+			delete(c.byAddr, addr)
+		}
+	}, true
+}
