@@ -293,3 +293,31 @@ func TestMigrateConcurrentlyAndTwice(t *testing.T) {
 		t.Fatalf("tidings_migrations: %d rows for %d versions", applied, distinct)
 	}
 }
+
+// TestPruneOneNodeAtATime: while another session holds the prune lock (another node pruning),
+// PruneOlderThan deletes nothing and returns at once; afterwards it prunes.
+func TestPruneOneNodeAtATime(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	pool := datatest.NewPool(t)
+	events := data.NewEvents(pool)
+	appendTx(t, ctx, pool, ev("old"), ev("old"))
+	if _, err := pool.Exec(ctx, "UPDATE events SET time = now() - interval '2 days'"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(data.PruneLockKey)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := events.PruneOlderThan(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("while another node prunes: got %d, %v; want 0", n, err)
+	}
+	other.Exec(ctx, "SELECT pg_advisory_unlock($1)", int64(data.PruneLockKey))
+	other.Release()
+	if n, err := events.PruneOlderThan(ctx, time.Now().Add(-time.Hour)); err != nil || n != 2 {
+		t.Fatalf("after: got %d, %v; want 2", n, err)
+	}
+}

@@ -7,3 +7,6 @@ func PublisherCalls(p *Publisher) (batching, waiting int) {
 	defer p.mu.Unlock()
 	return p.batching, len(p.pending)
 }
+
+// PruneLockKey is the advisory lock that lets one node at a time prune; for tests.
+const PruneLockKey = pruneLockKey

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"tidings/auth"
+	"tidings/data/datatest"
 )
 
 // isBadRequest reports whether err is the API's 400.
@@ -193,6 +195,25 @@ func FuzzParseUserPatch(f *testing.F) {
 		if err != nil || (p.Name == nil) != (p2.Name == nil) || (p.Type == nil) != (p2.Type == nil) ||
 			p.Name != nil && *p.Name != *p2.Name || p.Type != nil && *p.Type != *p2.Type {
 			t.Fatalf("%q: round trip through %s got %+v, %v; want %+v", body, again, p2, err, p)
+		}
+	})
+}
+
+// FuzzSessionCookie sends any cookie value to GET /api/session: the answer is always 200 with
+// no session, and a value that is not a live session is cleared.
+func FuzzSessionCookie(f *testing.F) {
+	for _, s := range []string{"", "x", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "%00", "a b", strings.Repeat("z", 5000)} {
+		f.Add(s)
+	}
+	pool := datatest.NewPool(f)
+	h := NewHandler(Deps{Pool: pool, Auth: auth.NewManager(pool, auth.Config{})}, Config{Dev: true})
+	f.Fuzz(func(t *testing.T, value string) {
+		req := httptest.NewRequest("GET", "/api/session", nil)
+		req.Header.Set("Cookie", "tidings-session="+value)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != 200 || !strings.Contains(w.Body.String(), `"session":null`) {
+			t.Fatalf("cookie %q: got %d %s", value, w.Code, w.Body)
 		}
 	})
 }
