@@ -144,22 +144,16 @@ func (s *Events) Watermark(ctx context.Context) (int64, error) {
 // pruned events: the first id differs from after+1 exactly when events after `after` are gone.
 func (s *Events) After(ctx context.Context, after int64, limit int) ([]Event, error) {
 	rows, err := s.pool.Query(ctx,
-		"SELECT id, type, data, audience, time FROM events WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
+		"SELECT "+eventColumns+" FROM events WHERE id > $1 ORDER BY id LIMIT $2", after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read events after %d: %w", after, err)
 	}
 	defer rows.Close()
 	evs := make([]Event, 0, min(limit, 1024))
 	for rows.Next() {
-		var e Event
-		var aud []byte
-		if err := rows.Scan(&e.ID, &e.Type, (*[]byte)(&e.Data), &aud, &e.Time); err != nil {
+		e, err := scanEvent(rows)
+		if err != nil {
 			return nil, fmt.Errorf("read events after %d: %w", after, err)
-		}
-		if aud != nil {
-			if err := json.Unmarshal(aud, &e.Audience); err != nil {
-				return nil, fmt.Errorf("read event %d: audience: %w", e.ID, err)
-			}
 		}
 		evs = append(evs, e)
 	}
@@ -167,6 +161,24 @@ func (s *Events) After(ctx context.Context, after int64, limit int) ([]Event, er
 		return nil, fmt.Errorf("read events after %d: %w", after, err)
 	}
 	return evs, nil
+}
+
+// eventColumns are what scanEvent reads, in its order.
+const eventColumns = "id, type, data, audience, time"
+
+// scanEvent reads one row of eventColumns.
+func scanEvent(row pgx.Row) (Event, error) {
+	var e Event
+	var aud []byte
+	if err := row.Scan(&e.ID, &e.Type, (*[]byte)(&e.Data), &aud, &e.Time); err != nil {
+		return e, err
+	}
+	if aud != nil {
+		if err := json.Unmarshal(aud, &e.Audience); err != nil {
+			return e, fmt.Errorf("event %d: audience: %w", e.ID, err)
+		}
+	}
+	return e, nil
 }
 
 // pruneLockKey is the advisory lock that lets one node at a time prune.

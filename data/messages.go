@@ -2,7 +2,6 @@ package data
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 )
@@ -18,7 +17,7 @@ func RecentEvents(ctx context.Context, db DB, eventType string, upTo int64, limi
 	out := make([]Event, 0, min(limit, recentPage))
 	for len(out) < limit && upTo > 0 {
 		rows, err := db.Query(ctx,
-			"SELECT id, type, data, audience, time FROM events WHERE type = $1 AND id <= $2 ORDER BY id DESC LIMIT $3",
+			"SELECT "+eventColumns+" FROM events WHERE type = $1 AND id <= $2 ORDER BY id DESC LIMIT $3",
 			eventType, upTo, recentPage)
 		if err != nil {
 			return nil, fmt.Errorf("read recent %s events: %w", eventType, err)
@@ -26,19 +25,12 @@ func RecentEvents(ctx context.Context, db DB, eventType string, upTo int64, limi
 		n := 0
 		for rows.Next() {
 			n++
-			var e Event
-			var aud []byte
-			if err := rows.Scan(&e.ID, &e.Type, (*[]byte)(&e.Data), &aud, &e.Time); err != nil {
+			e, err := scanEvent(rows)
+			if err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read recent %s events: %w", eventType, err)
 			}
 			upTo = e.ID - 1
-			if aud != nil {
-				if err := json.Unmarshal(aud, &e.Audience); err != nil {
-					rows.Close()
-					return nil, fmt.Errorf("read event %d: audience: %w", e.ID, err)
-				}
-			}
 			if len(out) < limit && (visible == nil || visible(e.Audience)) {
 				out = append(out, e)
 			}

@@ -49,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		deliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tidings_delivery_latency_seconds",
-			Help:    "From the hub reading an event (after its notification) to its frame leaving for a live stream.",
+			Help:    "From the hub reading an event (after its notification) to its frame leaving for a live stream; one observation per burst, of its oldest event.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16), // 0.1 ms to 3.3 s
 		}),
 	}
@@ -69,7 +69,8 @@ func (m *Metrics) streamClosed() {
 	}
 }
 
-// sent counts n live deliveries of an event the hub read at `at`.
+// sent counts a burst of n deliveries; for a live burst, at is when the hub read its oldest
+// event, so the latency observed is the burst's worst.
 func (m *Metrics) sent(n int, at time.Time, replay string) {
 	if m == nil || n == 0 {
 		return

@@ -150,16 +150,19 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	if !w.ready {
 		replay = "cache"
 	}
+	sent := 0
 	for _, e := range buf[:n] {
 		if e.visibleTo(w.opts.Viewer) {
 			if err := w.cork.writeWire(e.Wire); err != nil {
 				return false, errWriteFailed
 			}
-			w.sent = true
-			w.hub.cfg.Metrics.sent(1, e.At, replay)
+			sent++
 		}
 		w.cursor = e.ID
 	}
+	// Counted once per burst: shared counters touched per delivery would cost every socket.
+	w.sent = w.sent || sent > 0
+	w.hub.cfg.Metrics.sent(sent, buf[0].At, replay)
 	clear(buf[:n])
 	if err := w.maybeReady(ctx); err != nil {
 		return false, err
@@ -199,6 +202,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 		return w.reset(ctx, w.readyAt)
 	}
 	w.hold()
+	sent := 0
 	for _, e := range evs {
 		if !w.ready && e.ID > w.readyAt {
 			break
@@ -208,11 +212,12 @@ func (w *writer) replayPage(ctx context.Context) error {
 			if err := w.cork.writeText(w.frames); err != nil {
 				return errWriteFailed
 			}
-			w.sent = true
-			w.hub.cfg.Metrics.sent(1, time.Time{}, "table")
+			sent++
 		}
 		w.cursor = e.ID
 	}
+	w.sent = w.sent || sent > 0
+	w.hub.cfg.Metrics.sent(sent, time.Time{}, "table")
 	w.frames = w.frames[:0]
 	if err := w.maybeReady(ctx); err != nil {
 		return err
