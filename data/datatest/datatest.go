@@ -85,26 +85,15 @@ func Main(m *testing.M) {
 func NewDatabase(t testing.TB) string {
 	t.Helper()
 	e := setup(t)
-	name := randomName("tidings_test_")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	e.createMu.Lock()
-	_, err := e.admin.Exec(ctx, "CREATE DATABASE "+quote(name)+" TEMPLATE "+quote(e.template))
-	e.createMu.Unlock()
-	if err != nil {
-		t.Fatalf("datatest: create database %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if _, err := e.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)"); err != nil {
-			t.Errorf("datatest: drop database %s: %v", name, err)
-		}
-	})
-	connString, err := withDatabase(e.adminURL, name)
+	name, connString, err := e.createDatabase()
 	if err != nil {
 		t.Fatalf("datatest: %v", err)
 	}
+	t.Cleanup(func() {
+		if err := e.dropDatabase(name); err != nil {
+			t.Errorf("datatest: %v", err)
+		}
+	})
 	return connString
 }
 
@@ -118,25 +107,99 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 	if err != nil {
 		t.Fatalf("datatest: open pool: %v", err)
 	}
-	// Registered after the drop, so it runs first. Close waits for every acquired connection:
-	// a test that failed holding one would hang, so report it instead and let the drop end it.
+	// Registered after the drop, so it runs first.
 	t.Cleanup(func() {
-		closed := make(chan struct{})
-		go func() {
-			pool.Close()
-			close(closed)
-		}()
-		select {
-		case <-closed:
-		case <-time.After(closeTimeout):
-			t.Errorf("datatest: pool still open after %v: %d connections not released (a Rows, Tx or Conn left open)",
-				closeTimeout, pool.Stat().AcquiredConns())
+		if err := closePool(pool); err != nil {
+			t.Errorf("datatest: %v", err)
 		}
 	})
 	if err := pool.Ping(ctx); err != nil {
 		t.Fatalf("datatest: ping: %v", err)
 	}
 	return pool
+}
+
+// CreateDatabase is NewPool for code that has no testing.TB, such as an Example function: it
+// creates a fresh database with every migration applied and returns a pool on it, and a
+// cleanup that closes the pool and drops the database (WITH (FORCE)). Call cleanup once, after
+// everything that uses the pool has stopped. Like the other helpers, it needs Main.
+func CreateDatabase(ctx context.Context) (pool *pgxpool.Pool, cleanup func() error, err error) {
+	e, err := current.ensureSetup()
+	if err != nil {
+		return nil, nil, fmt.Errorf("datatest: %w", err)
+	}
+	name, connString, err := e.createDatabase()
+	if err != nil {
+		return nil, nil, fmt.Errorf("datatest: %w", err)
+	}
+	drop := func() error {
+		if err := e.dropDatabase(name); err != nil {
+			return fmt.Errorf("datatest: %w", err)
+		}
+		return nil
+	}
+	pool, err = pgxpool.New(ctx, connString)
+	if err == nil {
+		err = pool.Ping(ctx)
+		if err != nil {
+			pool.Close()
+		}
+	}
+	if err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("datatest: open pool: %w", err), drop())
+	}
+	cleanup = func() error {
+		if err := closePool(pool); err != nil {
+			return errors.Join(fmt.Errorf("datatest: %w", err), drop())
+		}
+		return drop()
+	}
+	return pool, cleanup, nil
+}
+
+// createDatabase copies the template into a database with a fresh name.
+func (e *environment) createDatabase() (name, connString string, err error) {
+	name = randomName("tidings_test_")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e.createMu.Lock()
+	_, err = e.admin.Exec(ctx, "CREATE DATABASE "+quote(name)+" TEMPLATE "+quote(e.template))
+	e.createMu.Unlock()
+	if err != nil {
+		return "", "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	connString, err = withDatabase(e.adminURL, name)
+	if err != nil {
+		return "", "", errors.Join(err, e.dropDatabase(name))
+	}
+	return name, connString, nil
+}
+
+// dropDatabase drops a database made by createDatabase, ending its sessions.
+func (e *environment) dropDatabase(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop database %s: %w", name, err)
+	}
+	return nil
+}
+
+// closePool closes pool. Close waits for every acquired connection: a caller that failed
+// holding one would hang, so give up after closeTimeout and say so; the drop then ends it.
+func closePool(pool *pgxpool.Pool) error {
+	closed := make(chan struct{})
+	go func() {
+		pool.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(closeTimeout):
+		return fmt.Errorf("pool still open after %v: %d connections not released (a Rows, Tx or Conn left open)",
+			closeTimeout, pool.Stat().AcquiredConns())
+	}
 }
 
 // AdminURL returns the connection string of the maintenance database (for tests that need
@@ -149,9 +212,18 @@ func AdminURL(t testing.TB) string {
 // setup returns the environment, starting the server and migrating the template on first use.
 func setup(t testing.TB) *environment {
 	t.Helper()
-	e := current
+	e, err := current.ensureSetup()
+	if err != nil {
+		t.Fatalf("datatest: %v", err)
+	}
+	return e
+}
+
+// ensureSetup returns e once its server runs and its template is migrated, setting both up on
+// first use; e is nil when Main was not called.
+func (e *environment) ensureSetup() (*environment, error) {
 	if e == nil {
-		t.Fatal("datatest: Main was not called: add func TestMain(m *testing.M) { datatest.Main(m) }")
+		return nil, errors.New("Main was not called: add func TestMain(m *testing.M) { datatest.Main(m) }")
 	}
 	e.setupMu.Lock()
 	defer e.setupMu.Unlock()
@@ -160,9 +232,9 @@ func setup(t testing.TB) *environment {
 		e.ready = e.setupErr == nil
 	}
 	if e.setupErr != nil {
-		t.Fatalf("datatest: %v", e.setupErr)
+		return nil, e.setupErr
 	}
-	return e
+	return e, nil
 }
 
 func (e *environment) setupLocked() error {

@@ -10,6 +10,10 @@
 //		fmt.Println(ev.ID, ev.Type, string(ev.Data))
 //	}
 //
+// Example, in example_test.go, is the same program in full: it runs against a real server, stops
+// by cancelling ctx (Run then closes Events), and go test checks its output. ExampleClient_Publish
+// signs in through Config.HTTPClient's cookie jar and publishes over the stream.
+//
 // Events arrive exactly once, in id order, across reconnects: the client resumes from the last
 // id it delivered. A reset (the server pruned what the client missed, or the client is ahead
 // of the log) is reported through Config.OnReset: the caller refetches its state.

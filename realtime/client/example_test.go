@@ -1,0 +1,158 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	"tidings/auth"
+	"tidings/data"
+	"tidings/data/datatest"
+	"tidings/realtime"
+	"tidings/realtime/client"
+	"tidings/web"
+)
+
+// A program that follows a tidings server's stream: every event exactly once and in id order,
+// across reconnects. Here a backend publishes one event through POST /api/publish.
+func Example() {
+	srv := startServer() // test scaffolding: a tidings node on a fresh database
+	defer srv.stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first := int64(0) // follow the log from its start, so nothing published meanwhile is missed
+	c := client.New(client.Config{URL: srv.url, LastEventID: &first})
+	go c.Run(ctx) // connects and reconnects until ctx ends, then closes Events
+
+	srv.publish(`{"type":"greeting","data":{"text":"hello"}}`)
+
+	ev := <-c.Events()
+	fmt.Println(ev.ID, ev.Type, string(ev.Data))
+
+	cancel()
+	for range c.Events() { // closed once Run has returned
+	}
+	// Output: 1 greeting {"text": "hello"}
+}
+
+// A signed-in client publishes over its own stream and gets the event back. Only an account
+// may publish, so the client's HTTP client carries a session cookie.
+func ExampleClient_Publish() {
+	srv := startServer() // test scaffolding: a tidings node on a fresh database
+	defer srv.stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ready := make(chan struct{})
+	var once sync.Once
+	c := client.New(client.Config{
+		URL:        srv.url,
+		HTTPClient: srv.register("ada"), // its cookie jar holds ada's session
+		OnReady:    func(int64) { once.Do(func() { close(ready) }) },
+	})
+	go c.Run(ctx)
+	select { // Publish needs a live connection
+	case <-ready:
+	case <-ctx.Done():
+	}
+
+	id, err := c.Publish(ctx, "message", map[string]string{"text": "hi"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for ev := range c.Events() { // in id order, with every other event ada may see
+		if ev.ID == id {
+			fmt.Println(ev.Type, string(ev.Data))
+			break
+		}
+	}
+
+	cancel()
+	for range c.Events() {
+	}
+	// Output: message {"text": "hi", "userId": 1, "userName": "ada"}
+}
+
+// exampleServer is one tidings node on its own fresh database, for the examples.
+type exampleServer struct {
+	url  string
+	stop func()
+}
+
+// exampleAPIKey is the bearer key of the examples' POST /api/publish.
+const exampleAPIKey = "example-key"
+
+// startServer starts a node as client_test.go's newNode does; stop ends everything it started.
+// A failure ends the test binary: an example has no testing.T to report to.
+func startServer() *exampleServer {
+	pool, closeDatabase, err := datatest.CreateDatabase(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	events := data.NewEvents(pool)
+	hub := realtime.NewHub(events, realtime.HubConfig{Poll: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	hubDone := make(chan struct{})
+	go func() { defer close(hubDone); hub.Run(ctx) }()
+	cheap := auth.PasswordParams{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
+		Hub: hub, Auth: auth.NewManager(pool, auth.Config{Password: &cheap})}, web.Config{Dev: true, APIKey: exampleAPIKey})
+	ts := httptest.NewServer(h)
+	for !hub.Listening() {
+		time.Sleep(time.Millisecond)
+	}
+	return &exampleServer{url: ts.URL, stop: func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		h.Shutdown(sctx)
+		ts.Close()
+		cancel()
+		<-hubDone
+		if err := closeDatabase(); err != nil {
+			log.Fatal(err)
+		}
+	}}
+}
+
+// publish stores events as a backend does: POST /api/publish with the API key.
+func (s *exampleServer) publish(body string) {
+	req, err := http.NewRequest("POST", s.url+"/api/publish", strings.NewReader(body))
+	if err != nil {
+		log.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+exampleAPIKey)
+	req.Header.Set("Content-Type", "application/json")
+	s.do(http.DefaultClient, req, http.StatusOK)
+}
+
+// register creates an account and returns an HTTP client whose cookie jar holds its session.
+func (s *exampleServer) register(name string) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	body := fmt.Sprintf(`{"name":%q,"password":"password-%s"}`, name, name)
+	req, err := http.NewRequest("POST", s.url+"/api/auth/register", strings.NewReader(body))
+	if err != nil {
+		log.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	s.do(hc, req, http.StatusCreated)
+	return hc
+}
+
+func (s *exampleServer) do(hc *http.Client, req *http.Request, want int) {
+	resp, err := hc.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		log.Fatalf("%s %s: got %s, want %d", req.Method, req.URL.Path, resp.Status, want)
+	}
+}
