@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -56,7 +57,9 @@ type Hub struct {
 	writers   atomic.Int64 // streams with a writer goroutine running
 	restarts  atomic.Int64 // writer goroutines started for parked streams
 
+	shard   int             // deliverShard; smaller in tests
 	targets []*Subscription // owned by Run: the subscriptions one advance delivers to
+	out     outPage         // owned by Run: the page one advance delivers
 
 	accounts accountBuckets // publish limits shared by each account's streams
 
@@ -101,6 +104,7 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		wake:  make(chan struct{}, 1),
 		ready: make(chan struct{}),
 		ring:  make([]*Event, cfg.CacheSize),
+		shard: deliverShard,
 		subs:  map[*Subscription]struct{}{},
 
 		bySession: map[int64]map[*Subscription]struct{}{},
@@ -267,18 +271,79 @@ func (h *Hub) advance(page []*Event) {
 		targets = append(targets, s)
 	}
 	h.mu.Unlock()
-	sent := 0
-	for _, s := range targets {
-		if s.stream != nil {
-			sent += s.stream.deliver(page)
-		} else {
-			s.signal()
-		}
-	}
+	h.out.set(page)
+	sent := h.deliver(targets)
 	// Counted once per page: shared counters touched per delivery would cost every socket.
 	h.cfg.Metrics.sent(sent, page[0].At, "")
+	h.out.reset()
 	clear(targets)
 	h.targets = targets[:0]
+}
+
+// deliverShard is how many subscriptions one goroutine writes to when the hub hands a page out
+// in parallel: below it, the cost of starting goroutines outweighs what they save.
+const deliverShard = 128
+
+// deliver hands h.out to targets and returns how many events it wrote. Each write to a socket
+// is a system call of several microseconds, so with many streams the page is handed out by up
+// to GOMAXPROCS goroutines at once: the last socket hears of an event that much sooner.
+func (h *Hub) deliver(targets []*Subscription) int {
+	deliverTo := func(subs []*Subscription) int {
+		sent := 0
+		for _, s := range subs {
+			if s.stream != nil {
+				sent += s.stream.deliver(&h.out)
+			} else {
+				s.signal()
+			}
+		}
+		return sent
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(targets)/h.shard)
+	if workers <= 1 {
+		return deliverTo(targets)
+	}
+	var wg sync.WaitGroup
+	sent := make([]int, workers)
+	per := (len(targets) + workers - 1) / workers
+	for i := 1; i < workers; i++ {
+		chunk := targets[i*per : min(len(targets), (i+1)*per)]
+		wg.Go(func() { sent[i] = deliverTo(chunk) })
+	}
+	sent[0] = deliverTo(targets[:per])
+	wg.Wait()
+	total := 0
+	for _, n := range sent {
+		total += n
+	}
+	return total
+}
+
+// outPage is a page of events as the hub writes it to parked streams: the frames of all its
+// events back to back, so that a run of events a socket may see leaves in one write.
+type outPage struct {
+	events []*Event
+	wire   []byte // every event's Wire, in order (control events have none)
+	offs   []int  // offs[i] is where events[i] starts in wire; offs[len(events)] is len(wire)
+}
+
+func (p *outPage) set(page []*Event) {
+	p.events = page
+	p.wire = p.wire[:0]
+	p.offs = p.offs[:0]
+	for _, e := range page {
+		p.offs = append(p.offs, len(p.wire))
+		p.wire = append(p.wire, e.Wire...)
+	}
+	p.offs = append(p.offs, len(p.wire))
+}
+
+// reset lets go of the page's events, and of a buffer grown by a rare huge page.
+func (p *outPage) reset() {
+	p.events = nil
+	if cap(p.wire) > 1<<20 {
+		p.wire = nil
+	}
 }
 
 // controlLocked closes the streams that a control event names, and remembers it for streams

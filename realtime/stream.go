@@ -244,38 +244,49 @@ func (s *stream) kick() {
 	}
 }
 
-// deliver writes the events of page that the parked stream has not seen, as far as the socket
-// takes them without blocking, and starts a drive for the rest. It returns how many it wrote.
-// A stream with a drive running is left to it: the drive reads the hub's head before it parks.
-func (s *stream) deliver(page []*Event) int {
+// runLimit bounds the bytes the hub offers a socket in one write, so that a socket that takes
+// only part leaves at most this much for its writer to finish.
+const runLimit = 16 << 10
+
+// deliver writes the events of the page that the parked stream has not seen, as far as the
+// socket takes them without blocking, and starts a drive for the rest. Each run of consecutive
+// events the stream may see leaves in one write. It returns how many events it wrote. A stream
+// with a drive running is left to it: the drive reads the hub's head before it parks.
+func (s *stream) deliver(p *outPage) int {
 	s.mu.Lock()
 	if !s.parked || s.done {
 		s.mu.Unlock()
 		return 0
 	}
 	w := s.w
+	evs := p.events
 	sent, drive := 0, false
-	for _, e := range page {
-		if e.ID <= w.cursor {
+	i := int(w.cursor + 1 - evs[0].ID) // the first event the stream has not seen
+	switch {
+	case i < 0: // history the hub skipped: the drive sorts it out
+		drive = true
+	case i >= len(evs):
+		i = len(evs)
+	}
+	for !drive && i < len(evs) {
+		if !evs[i].visibleTo(s.opts.Viewer) {
+			w.cursor = evs[i].ID
+			i++
 			continue
 		}
-		if e.ID != w.cursor+1 { // history the hub skipped: the drive sorts it out
+		start := i
+		for i++; i < len(evs) && p.offs[i+1]-p.offs[start] <= runLimit && evs[i].visibleTo(s.opts.Viewer); i++ {
+		}
+		ok, err := s.cork.tryWrite(p.wire[p.offs[start]:p.offs[i]])
+		if err != nil || !ok {
 			drive = true
 			break
 		}
-		if e.visibleTo(s.opts.Viewer) {
-			ok, err := s.cork.tryWrite(e.Wire)
-			if err != nil || !ok {
-				drive = true
-				break
-			}
-			sent++
-			w.sent = true
-		}
-		w.cursor = e.ID
+		w.cursor = evs[i-1].ID
+		w.sent = true
+		sent += i - start
 		if s.cork.backlogged() {
 			drive = true
-			break
 		}
 	}
 	if drive {
