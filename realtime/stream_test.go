@@ -31,6 +31,7 @@ func newStreamServer(t *testing.T, cfg StreamConfig) *streamServer {
 	t.Helper()
 	pool := datatest.NewPool(t)
 	hub := NewHub(data.NewEvents(pool), HubConfig{Poll: time.Hour})
+	hub.shard = 4 // hand pages out in parallel, as to thousands of streams
 	ctx, cancel := context.WithCancel(context.Background())
 	var run sync.WaitGroup
 	run.Go(func() { hub.Run(ctx) })
@@ -208,5 +209,63 @@ func TestParkedStreamAnswersPings(t *testing.T) {
 	c.Close(websocket.StatusNormalClosure, "")
 	if err := <-s.served; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("serve: %v", err)
+	}
+}
+
+// deafStore is the event log without its wake-ups: the hub reads it only when woken by hand.
+type deafStore struct{ *data.Events }
+
+func (deafStore) Listen(ctx context.Context, _ data.ListenerConfig, _ func(data.ListenerState)) error {
+	<-ctx.Done()
+	return nil
+}
+
+// TestLiveStartIsTheDatabaseWatermark: a stream opened without lastEventId starts at the
+// database's watermark even while the hub has not read the newest commits yet, so an event
+// committed before the stream opened never arrives as live.
+func TestLiveStartIsTheDatabaseWatermark(t *testing.T) {
+	t.Parallel()
+	pool := datatest.NewPool(t)
+	hub := NewHub(deafStore{data.NewEvents(pool)}, HubConfig{Poll: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { hub.Run(ctx) })
+	s := &streamServer{hub: hub, pool: pool, served: make(chan error, 10)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sock, err := Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		s.served <- hub.Serve(r.Context(), sock, StreamConfig{}, StreamOptions{SessionFrame: []byte(`{"type":"session","session":null}`)})
+	}))
+	t.Cleanup(func() { hub.Shutdown(); srv.Close(); cancel(); run.Wait() })
+	<-hub.Ready()
+	s.url = "ws" + strings.TrimPrefix(srv.URL, "http")
+
+	evs := []data.NewEvent{{Type: "before", Data: json.RawMessage(`1`)}}
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { _, err := data.AppendEvents(ctx, tx, evs); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if h := hub.Head(); h != 0 {
+		t.Fatalf("hub head %d: it should not have heard of event 1", h)
+	}
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	c, _, err := websocket.Dial(dctx, s.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	readFrame(t, c) // session
+	_, msg, err := c.Read(dctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(msg) != `{"type":"ready","lastEventId":1}` {
+		t.Fatalf("got %s, want ready at the database's watermark 1", msg)
+	}
+	s.publish(t, 1, `2`) // and wakes the hub, which reads 1 and 2
+	if f := readFrame(t, c); f.Type != "event" || f.ID != 2 {
+		t.Fatalf("got %s %d, want event 2 only", f.Type, f.ID)
 	}
 }

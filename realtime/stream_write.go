@@ -116,6 +116,12 @@ func (w *writer) start(ctx context.Context, head int64) error {
 	after := w.opts.LastEventID
 	switch {
 	case after == nil:
+		// Live from the current watermark (PROTOCOL.md section 2). The hub may not have read
+		// the newest commits yet; the database says where "now" is. Without it, the hub's head
+		// is the best there is.
+		if wm, err := w.hub.store.Watermark(ctx); err == nil && wm > head {
+			head = wm
+		}
 		w.cursor = head
 	case *after <= head:
 		w.cursor = *after
