@@ -70,6 +70,16 @@ func (w *writer) run(first bool, head int64) (err error, parked bool) {
 			w.ping.Reset(w.cfg.PingInterval)
 			continue
 		}
+		if w.cork.backlogged() {
+			// The end of a frame the hub began: the socket was full. Finish it before anything
+			// else, so that whether the stream is too slow is judged, as for every write of the
+			// writer, once the socket takes bytes again, and its close can get through.
+			w.hold()
+			if err := w.release(); err != nil {
+				return nil, false
+			}
+			continue
+		}
 		progressed, err := w.step(ctx)
 		if err != nil && ctx.Err() != nil {
 			return nil, false
@@ -78,13 +88,6 @@ func (w *writer) run(first bool, head int64) (err error, parked bool) {
 			return w.fail(err), false
 		}
 		if progressed {
-			continue
-		}
-		if w.cork.backlogged() { // the end of a frame the hub began
-			w.hold()
-			if err := w.release(); err != nil {
-				return nil, false
-			}
 			continue
 		}
 		if w.park() {
