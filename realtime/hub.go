@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -51,7 +52,14 @@ type Hub struct {
 	wake  chan struct{} // capacity 1: the log may have grown
 	ready chan struct{} // closed once head is known
 
-	listening atomic.Bool // the LISTEN connection is up
+	listening atomic.Bool  // the LISTEN connection is up
+	headNow   atomic.Int64 // head, stored before the streams hear of it
+	writers   atomic.Int64 // streams with a writer goroutine running
+	restarts  atomic.Int64 // writer goroutines started for parked streams
+
+	shard   int             // deliverShard; smaller in tests
+	targets []*Subscription // owned by Run: the subscriptions one advance delivers to
+	out     outPage         // owned by Run: the page one advance delivers
 
 	accounts accountBuckets // publish limits shared by each account's streams
 
@@ -96,6 +104,7 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		wake:  make(chan struct{}, 1),
 		ready: make(chan struct{}),
 		ring:  make([]*Event, cfg.CacheSize),
+		shard: deliverShard,
 		subs:  map[*Subscription]struct{}{},
 
 		bySession: map[int64]map[*Subscription]struct{}{},
@@ -165,6 +174,7 @@ func (h *Hub) start(ctx context.Context) error {
 	}
 	h.mu.Lock()
 	h.head = head
+	h.headNow.Store(head)
 	h.oldest = head + 1
 	h.mu.Unlock()
 	// Warm the cache with the recent past, so that clients reconnecting after a restart replay
@@ -236,7 +246,8 @@ func (h *Hub) catchUp(ctx context.Context) error {
 	}
 }
 
-// advance appends a page of consecutive events to the cache and wakes every stream.
+// advance appends a page of consecutive events to the cache and hands it to every stream:
+// parked streams are written to at once, the others are woken.
 func (h *Hub) advance(page []*Event) {
 	h.mu.Lock()
 	if page[0].ID != h.head+1 {
@@ -247,6 +258,7 @@ func (h *Hub) advance(page []*Event) {
 		h.ring[e.ID%int64(len(h.ring))] = e
 	}
 	h.head = page[len(page)-1].ID
+	h.headNow.Store(h.head)
 	h.cfg.Metrics.advanced(h.head, len(page))
 	h.oldest = max(h.oldest, h.head-int64(len(h.ring))+1)
 	for _, e := range page {
@@ -254,10 +266,84 @@ func (h *Hub) advance(page []*Event) {
 			h.controlLocked(e)
 		}
 	}
+	targets := h.targets[:0]
 	for s := range h.subs {
-		s.signal()
+		targets = append(targets, s)
 	}
 	h.mu.Unlock()
+	h.out.set(page)
+	sent := h.deliver(targets)
+	// Counted once per page: shared counters touched per delivery would cost every socket.
+	h.cfg.Metrics.sent(sent, page[0].At, "")
+	h.out.reset()
+	clear(targets)
+	h.targets = targets[:0]
+}
+
+// deliverShard is how many subscriptions one goroutine writes to when the hub hands a page out
+// in parallel: below it, the cost of starting goroutines outweighs what they save.
+const deliverShard = 128
+
+// deliver hands h.out to targets and returns how many events it wrote. Each write to a socket
+// is a system call of several microseconds, so with many streams the page is handed out by up
+// to GOMAXPROCS goroutines at once: the last socket hears of an event that much sooner.
+func (h *Hub) deliver(targets []*Subscription) int {
+	deliverTo := func(subs []*Subscription) int {
+		sent := 0
+		for _, s := range subs {
+			if s.stream != nil {
+				sent += s.stream.deliver(&h.out)
+			} else {
+				s.signal()
+			}
+		}
+		return sent
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(targets)/h.shard)
+	if workers <= 1 {
+		return deliverTo(targets)
+	}
+	var wg sync.WaitGroup
+	sent := make([]int, workers)
+	per := (len(targets) + workers - 1) / workers
+	for i := 1; i < workers; i++ {
+		chunk := targets[i*per : min(len(targets), (i+1)*per)]
+		wg.Go(func() { sent[i] = deliverTo(chunk) })
+	}
+	sent[0] = deliverTo(targets[:per])
+	wg.Wait()
+	total := 0
+	for _, n := range sent {
+		total += n
+	}
+	return total
+}
+
+// outPage is a page of events as the hub writes it to parked streams: the frames of all its
+// events back to back, so that a run of events a socket may see leaves in one write.
+type outPage struct {
+	events []*Event
+	wire   []byte // every event's Wire, in order (control events have none)
+	offs   []int  // offs[i] is where events[i] starts in wire; offs[len(events)] is len(wire)
+}
+
+func (p *outPage) set(page []*Event) {
+	p.events = page
+	p.wire = p.wire[:0]
+	p.offs = p.offs[:0]
+	for _, e := range page {
+		p.offs = append(p.offs, len(p.wire))
+		p.wire = append(p.wire, e.Wire...)
+	}
+	p.offs = append(p.offs, len(p.wire))
+}
+
+// reset lets go of the page's events, and of a buffer grown by a rare huge page.
+func (p *outPage) reset() {
+	p.events = nil
+	if cap(p.wire) > 1<<20 {
+		p.wire = nil
+	}
 }
 
 // controlLocked closes the streams that a control event names, and remembers it for streams
@@ -295,11 +381,11 @@ func (h *Hub) closesLocked(s *Subscription, since int64) *CloseReason {
 }
 
 // Head returns the id of the newest event the hub has read.
-func (h *Hub) Head() int64 {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.head
-}
+func (h *Hub) Head() int64 { return h.headNow.Load() }
+
+// Writers returns how many streams have a writer goroutine running: those replaying, catching
+// up, or sending replies, a ping or a close. A parked stream has none: the hub writes to it.
+func (h *Hub) Writers() int { return int(h.writers.Load()) }
 
 // Listening reports whether the hub's LISTEN connection is up.
 func (h *Hub) Listening() bool { return h.listening.Load() }
@@ -342,6 +428,12 @@ func (h *Hub) Shutdown() {
 // control events; one after `since` (the head before the viewer's session was read) that
 // names them closes it at once. It waits for the hub to be ready.
 func (h *Hub) Subscribe(ctx context.Context, v Viewer, since int64) (*Subscription, int64, error) {
+	return h.subscribe(ctx, v, since, nil)
+}
+
+// subscribe is Subscribe for a stream, to which the hub delivers events itself while it is
+// parked; with a nil stream the subscription is only woken.
+func (h *Hub) subscribe(ctx context.Context, v Viewer, since int64, st *stream) (*Subscription, int64, error) {
 	select {
 	case <-h.ready:
 	default:
@@ -351,7 +443,10 @@ func (h *Hub) Subscribe(ctx context.Context, v Viewer, since int64) (*Subscripti
 			return nil, 0, ctx.Err()
 		}
 	}
-	s := &Subscription{hub: h, wake: make(chan struct{}, 1), sessionID: v.SessionID, userID: v.UserID}
+	s := &Subscription{hub: h, stream: st, sessionID: v.SessionID, userID: v.UserID}
+	if st == nil {
+		s.wake = make(chan struct{}, 1)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.shutdown {

@@ -18,6 +18,8 @@ type Metrics struct {
 	head            prometheus.Gauge
 	read            prometheus.Counter
 	deliveryLatency prometheus.Histogram
+	writers         prometheus.Gauge
+	writerStarts    prometheus.Counter
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg.
@@ -49,11 +51,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		deliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tidings_delivery_latency_seconds",
-			Help:    "From the hub reading an event (after its notification) to its frame leaving for a live stream; one observation per burst, of its oldest event.",
+			Help:    "From the hub reading an event (after its notification) to its frame leaving for live streams: one observation per page the hub writes to parked streams (when the last leaves), and per burst a stream's writer sends (of its oldest event).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16), // 0.1 ms to 3.3 s
 		}),
+		writers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tidings_stream_writers", Help: "Streams with a writer goroutine running (replaying, catching up, or sending replies, a ping or a close); the others are parked, and the hub writes their events itself.",
+		}),
+		writerStarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tidings_stream_writer_starts_total", Help: "Writer goroutines started for parked streams: a socket that did not take an event at once, a reply, a ping or a close.",
+		}),
 	}
-	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency)
+	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts)
 	return m
 }
 
@@ -105,5 +113,17 @@ func (m *Metrics) advanced(head int64, n int) {
 	if m != nil {
 		m.head.Set(float64(head))
 		m.read.Add(float64(n))
+	}
+}
+
+// writer counts a stream's writer goroutine starting (+1) or ending (-1); restart says that it
+// starts for a parked stream.
+func (m *Metrics) writer(delta int, restart bool) {
+	if m == nil {
+		return
+	}
+	m.writers.Add(float64(delta))
+	if restart {
+		m.writerStarts.Inc()
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -54,6 +55,9 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// an idle socket keeps 7 KiB less. Bytes already read past the request are read first.
 	buffered, _ := brw.Reader.Peek(brw.Reader.Buffered())
 	h.cork = &corkConn{Conn: conn, unread: bytes.Clone(buffered)}
+	if sc, ok := conn.(syscall.Conn); ok {
+		h.cork.raw, _ = sc.SyscallConn() // nil (no direct writes) for TLS and other wrappers
+	}
 	small := bufio.NewReadWriter(bufio.NewReaderSize(h.cork, socketReadBuffer), bufio.NewWriterSize(h.cork, socketWriteBuffer))
 	return h.cork, small, nil
 }
@@ -71,14 +75,17 @@ const corkLimit = 64 << 10
 // corkBufs recycles cork buffers, so that an idle socket holds none.
 var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkLimit); return &b }}
 
-// corkConn is a net.Conn whose writes can be held back and sent together.
+// corkConn is a net.Conn whose writes can be held back and sent together, and which the hub
+// can write an event to without blocking (tryWrite).
 type corkConn struct {
 	net.Conn
+	raw syscall.RawConn // nil when the connection has no file descriptor of its own
 
 	unread []byte // owned by the reader: bytes read by net/http past the request
 
 	mu     sync.Mutex
 	buf    *[]byte // guarded by mu: non-nil while corked
+	rest   []byte  // guarded by mu: the unsent end of a frame that tryWrite began
 	failed error   // guarded by mu: a held-back write that failed
 }
 
@@ -98,6 +105,9 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		return 0, c.failed
 	}
 	if c.buf == nil {
+		if err := c.flushRestLocked(); err != nil {
+			return 0, err
+		}
 		return c.Conn.Write(p)
 	}
 	if len(*c.buf)+len(p) > corkLimit {
@@ -112,8 +122,24 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// flushRestLocked finishes the frame that tryWrite began: nothing else may go before it.
+func (c *corkConn) flushRestLocked() error {
+	if len(c.rest) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.rest)
+	c.rest = nil
+	if err != nil {
+		c.failed = err
+	}
+	return err
+}
+
 // flushLocked writes what is held back.
 func (c *corkConn) flushLocked() error {
+	if err := c.flushRestLocked(); err != nil {
+		return err
+	}
 	if len(*c.buf) == 0 {
 		return nil
 	}
@@ -190,3 +216,44 @@ func (c *corkConn) writeText(payload []byte) error {
 }
 
 var errNotHeld = errors.New("realtime: write outside a held burst")
+
+// tryWrite writes frame if the socket takes it without blocking, and reports whether it did.
+// A frame the socket takes only in part is taken: its end waits in rest, and goes before any
+// other write. It writes nothing while a burst is open or a frame is unfinished, or when the
+// connection has no descriptor: the stream's writer does then.
+func (c *corkConn) tryWrite(frame []byte) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failed != nil {
+		return false, c.failed
+	}
+	if c.raw == nil || c.buf != nil || len(c.rest) > 0 {
+		return false, nil
+	}
+	n, err := writeNow(c.raw, frame)
+	if err != nil {
+		c.failed = err
+		return false, err
+	}
+	if n == 0 {
+		return false, nil
+	}
+	if n < len(frame) {
+		c.rest = append([]byte(nil), frame[n:]...)
+	}
+	return true, nil
+}
+
+// backlogged reports whether a frame that tryWrite began is still unfinished.
+func (c *corkConn) backlogged() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.rest) > 0
+}
+
+// err returns the error of a write that failed.
+func (c *corkConn) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -108,17 +109,35 @@ type StreamOptions struct {
 }
 
 // stream is one socket's delivery state.
+//
+// A stream's writes are made by one of two parties at a time. While the stream replays, or has
+// replies, a close or a ping to send, or its socket is backed up, a writer goroutine (a drive)
+// owns them. Once the stream is live and has nothing else to send, the drive parks the stream
+// and ends: the hub then writes each new event to the socket itself, without blocking, and
+// starts a drive again only when the socket does not take it at once, or when something
+// else must be sent. An idle stream thus costs no goroutine of its own but its reader, and an
+// event reaches a current socket without waking any goroutine.
 type stream struct {
 	// Set at construction.
-	hub  *Hub
-	conn *websocket.Conn
-	cork *corkConn // nil when the socket cannot be corked
-	cfg  StreamConfig
-	opts StreamOptions
-	sub  *Subscription
+	hub    *Hub
+	conn   *websocket.Conn
+	cork   *corkConn // nil when the socket cannot be corked
+	cfg    StreamConfig
+	opts   StreamOptions
+	sub    *Subscription
+	ctx    context.Context // ends when the stream does
+	cancel context.CancelFunc
+	w      *writer // owned by the drive while one runs, else by the hub under mu
+
+	ping    *time.Timer
+	pingDue atomic.Bool    // a ping is due
+	drives  sync.WaitGroup // the drive, while one runs
 
 	mu       sync.Mutex
 	controls [][]byte // guarded by mu: pong, ack and error frames waiting for the writer
+	parked   bool     // guarded by mu: no drive runs; the hub writes new events
+	done     bool     // guarded by mu: the stream is over; nothing may start a drive
+	writeErr error    // guarded by mu: why the last drive ended the stream
 }
 
 // maxControls bounds the replies waiting for the writer; a client that sends faster than it
@@ -133,7 +152,11 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	conn := sock.ws
 	defer conn.CloseNow()
 	conn.SetReadLimit(cfg.ReadLimit)
-	sub, head, err := h.Subscribe(ctx, opts.Viewer, opts.CheckedAt)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, ctx: ctx, cancel: cancel}
+	s.w = &writer{stream: s}
+	sub, head, err := h.subscribe(ctx, opts.Viewer, opts.CheckedAt, s)
 	if err != nil {
 		if errors.Is(err, errShutdown) {
 			conn.Close(CloseGoingAway.Code, CloseGoingAway.Reason)
@@ -142,6 +165,9 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 		return err
 	}
 	defer sub.Unsubscribe()
+	s.mu.Lock()
+	s.sub = sub
+	s.mu.Unlock()
 	h.cfg.Metrics.streamOpened()
 	defer h.cfg.Metrics.streamClosed()
 	if opts.Subscribed != nil {
@@ -154,25 +180,124 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 		timer := time.AfterFunc(time.Until(opts.CloseAt), func() { sub.Close(opts.CloseAtReason) })
 		defer timer.Stop()
 	}
-	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, sub: sub}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	var writeErr error
-	wg.Go(func() {
-		defer cancel()
-		writeErr = s.writeLoop(ctx, head)
+	s.ping = time.AfterFunc(cfg.PingInterval, func() {
+		s.pingDue.Store(true)
+		s.kick()
 	})
+	defer s.ping.Stop()
+	s.startDrive(false)
+	go s.drive(true, head)
 	readErr := s.readLoop(ctx)
 	cancel()
-	wg.Wait()
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
+	s.drives.Wait()
 	switch {
-	case writeErr != nil:
-		return writeErr
+	case s.writeErr != nil:
+		return s.writeErr
 	case readErr != nil && !isNormalClose(readErr) && ctx.Err() == nil:
 		return readErr
 	}
 	return nil
+}
+
+// startDrive accounts for a drive about to start; restart says that the stream was parked.
+func (s *stream) startDrive(restart bool) {
+	s.drives.Add(1)
+	s.hub.writers.Add(1)
+	if restart {
+		s.hub.restarts.Add(1)
+	}
+	s.hub.cfg.Metrics.writer(1, restart)
+}
+
+// drive runs the writer until it parks the stream or ends it.
+func (s *stream) drive(first bool, head int64) {
+	defer func() {
+		s.hub.writers.Add(-1)
+		s.hub.cfg.Metrics.writer(-1, false)
+		s.drives.Done()
+	}()
+	err, parked := s.w.run(first, head)
+	if parked {
+		return
+	}
+	s.mu.Lock()
+	s.done = true
+	s.writeErr = err
+	s.mu.Unlock()
+	s.cancel() // the reader stops too
+}
+
+// kick starts a drive if the stream is parked. It never blocks.
+func (s *stream) kick() {
+	s.mu.Lock()
+	start := s.parked && !s.done
+	if start {
+		s.parked = false
+		s.startDrive(true)
+	}
+	s.mu.Unlock()
+	if start {
+		go s.drive(false, 0)
+	}
+}
+
+// runLimit bounds the bytes the hub offers a socket in one write, so that a socket that takes
+// only part leaves at most this much for its writer to finish.
+const runLimit = 16 << 10
+
+// deliver writes the events of the page that the parked stream has not seen, as far as the
+// socket takes them without blocking, and starts a drive for the rest. Each run of consecutive
+// events the stream may see leaves in one write. It returns how many events it wrote. A stream
+// with a drive running is left to it: the drive reads the hub's head before it parks.
+func (s *stream) deliver(p *outPage) int {
+	s.mu.Lock()
+	if !s.parked || s.done {
+		s.mu.Unlock()
+		return 0
+	}
+	w := s.w
+	evs := p.events
+	sent, drive := 0, false
+	i := int(w.cursor + 1 - evs[0].ID) // the first event the stream has not seen
+	switch {
+	case i < 0: // history the hub skipped: the drive sorts it out
+		drive = true
+	case i >= len(evs):
+		i = len(evs)
+	}
+	for !drive && i < len(evs) {
+		if !evs[i].visibleTo(s.opts.Viewer) {
+			w.cursor = evs[i].ID
+			i++
+			continue
+		}
+		start := i
+		for i++; i < len(evs) && p.offs[i+1]-p.offs[start] <= runLimit && evs[i].visibleTo(s.opts.Viewer); i++ {
+		}
+		ok, err := s.cork.tryWrite(p.wire[p.offs[start]:p.offs[i]])
+		if err != nil || !ok {
+			drive = true
+			break
+		}
+		w.cursor = evs[i-1].ID
+		w.sent = true
+		sent += i - start
+		if s.cork.backlogged() {
+			drive = true
+		}
+	}
+	if drive {
+		s.parked = false
+		s.startDrive(true)
+	}
+	s.mu.Unlock()
+	if drive {
+		go s.drive(false, 0)
+	}
+	return sent
 }
 
 // isNormalClose reports whether err is how a socket ends in the ordinary course of things.
@@ -195,7 +320,7 @@ func (s *stream) reply(frame []byte) bool {
 		s.controls = append(s.controls, frame)
 	}
 	s.mu.Unlock()
-	s.sub.signal()
+	s.kick()
 	return !full
 }
 

@@ -17,7 +17,8 @@ var errPruned = errors.New("realtime: events were pruned")
 // eventBufs recycles the buffers streams copy cached events into, so an idle stream holds none.
 var eventBufs = sync.Pool{New: func() any { b := make([]*Event, 256); return &b }}
 
-// writer is the state owned by a stream's writer goroutine.
+// writer is the state of a stream's writes: owned by the running drive, or, while the stream
+// is parked, by the hub under the stream's mu.
 type writer struct {
 	*stream
 	cursor  int64 // the id of the last event consumed (sent, or skipped as not visible)
@@ -28,56 +29,87 @@ type writer struct {
 	frames  []byte
 }
 
-// writeLoop owns every write to the socket: the session frame, then replay, ready and live
-// events, control replies and pings, and the close.
-func (s *stream) writeLoop(ctx context.Context, head int64) error {
-	w := &writer{stream: s}
-	if err := w.write(ctx, s.opts.SessionFrame); err != nil {
-		return nil // the peer is gone; the reader sees it too
-	}
-	if r := s.sub.closeReason(); r != nil {
-		return w.close(*r)
-	}
-	if err := w.start(ctx, head); err != nil {
-		if ctx.Err() != nil {
-			return nil
+// run makes the stream's writes until it can park the stream (it returns parked) or the stream
+// is over. The first run sends the session frame, then starts the replay from head. Every run
+// sends control replies, pings, the close, and events until the stream is current.
+func (w *writer) run(first bool, head int64) (err error, parked bool) {
+	ctx := w.ctx
+	if first {
+		if err := w.write(ctx, w.opts.SessionFrame); err != nil {
+			return nil, false // the peer is gone; the reader sees it too
 		}
-		return w.fail(err)
+		if r := w.sub.closeReason(); r != nil {
+			return w.close(*r), false
+		}
+		if err := w.start(ctx, head); err != nil {
+			if ctx.Err() != nil {
+				return nil, false
+			}
+			return w.fail(err), false
+		}
 	}
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
 	for {
-		for _, c := range s.takeControls() {
+		if ctx.Err() != nil || w.cork.err() != nil {
+			return nil, false // the reader or the server ended the stream, or the socket failed
+		}
+		for _, c := range w.takeControls() {
 			if err := w.write(ctx, c); err != nil {
-				return nil
+				return nil, false
 			}
 		}
-		if r := s.sub.closeReason(); r != nil {
-			return w.close(*r)
+		if r := w.sub.closeReason(); r != nil {
+			return w.close(*r), false
+		}
+		if w.pingDue.Swap(false) {
+			pctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
+			err := w.conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return nil, false // a dead peer: the connection is closed
+			}
+			w.ping.Reset(w.cfg.PingInterval)
+			continue
+		}
+		if w.cork.backlogged() {
+			// The end of a frame the hub began: the socket was full. Finish it before anything
+			// else, so that whether the stream is too slow is judged, as for every write of the
+			// writer, once the socket takes bytes again, and its close can get through.
+			w.hold()
+			if err := w.release(); err != nil {
+				return nil, false
+			}
+			continue
 		}
 		progressed, err := w.step(ctx)
 		if err != nil && ctx.Err() != nil {
-			return nil // the reader or the server ended the stream
+			return nil, false
 		}
 		if err != nil {
-			return w.fail(err)
+			return w.fail(err), false
 		}
 		if progressed {
 			continue
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.sub.wake:
-		case <-ping.C:
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
-			err := s.conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				return nil // a dead peer: the connection is closed
-			}
+		if w.park() {
+			return nil, true
 		}
 	}
+}
+
+// park hands the stream's writes to the hub if the stream is current and has nothing else to
+// send. The hub stores its head before it delivers to parked streams, and delivers under the
+// stream's mu: so either the hub sees the stream parked and writes what is new, or this sees
+// the new head and goes on.
+func (w *writer) park() bool {
+	s := w.stream
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !w.ready || w.held || len(s.controls) > 0 || s.pingDue.Load() || s.done ||
+		s.hub.headNow.Load() > w.cursor || s.sub.closeReason() != nil {
+		return false
+	}
+	s.parked = true
+	return true
 }
 
 // start decides where the stream begins (PROTOCOL.md section 2): live from head when no
@@ -87,6 +119,12 @@ func (w *writer) start(ctx context.Context, head int64) error {
 	after := w.opts.LastEventID
 	switch {
 	case after == nil:
+		// Live from the current watermark (PROTOCOL.md section 2). The hub may not have read
+		// the newest commits yet; the database says where "now" is. Without it, the hub's head
+		// is the best there is.
+		if wm, err := w.hub.store.Watermark(ctx); err == nil && wm > head {
+			head = wm
+		}
 		w.cursor = head
 	case *after <= head:
 		w.cursor = *after

@@ -30,7 +30,8 @@ var (
 // and anyone may ask it to close.
 type Subscription struct {
 	hub       *Hub
-	wake      chan struct{} // capacity 1
+	stream    *stream       // the stream it serves; nil for a bare subscription
+	wake      chan struct{} // capacity 1; nil for a stream's subscription
 	sessionID int64         // 0: none
 	userID    int64         // 0: none
 
@@ -38,8 +39,13 @@ type Subscription struct {
 	closeAs *CloseReason // guarded by mu: the first close asked for
 }
 
-// signal wakes the stream without blocking.
+// signal wakes the subscriber without blocking: a stream's drive, or a bare subscription's
+// owner.
 func (s *Subscription) signal() {
+	if s.stream != nil {
+		s.stream.kick()
+		return
+	}
 	select {
 	case s.wake <- struct{}{}:
 	default:

@@ -263,7 +263,8 @@ func TestListenerKilledDuringPublishing(t *testing.T) {
 func TestSlowClientClosedAndResumes(t *testing.T) {
 	t.Parallel()
 	const slowAfter = 50 * time.Millisecond
-	s := newServer(t, serverOptions{web: webConfigStream(realtime.StreamConfig{MaxLag: 16, SlowAfter: slowAfter})})
+	// A write timeout far above how long publishing takes: this test is about the lag rule.
+	s := newServer(t, serverOptions{web: webConfigStream(realtime.StreamConfig{MaxLag: 16, SlowAfter: slowAfter, WriteTimeout: time.Minute})})
 	c := s.dialLive(t)
 	big := json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`)
 	const total = 400
@@ -284,7 +285,7 @@ func TestSlowClientClosedAndResumes(t *testing.T) {
 		if err != nil {
 			var ce websocket.CloseError
 			if !asCloseError(err, &ce) || ce.Code != 4004 || ce.Reason != "too-slow" {
-				t.Fatalf("got %v, want close 4004 too-slow", err)
+				t.Fatalf("got %v after %d events, want close 4004 too-slow", err, len(got))
 			}
 			break
 		}

@@ -2,9 +2,9 @@ package web
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -80,12 +80,12 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, errTooManyStreams)
 		return
 	}
-	defer release()
 	sock, err := realtime.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:       []string{Subprotocol},
 		InsecureSkipVerify: true, // the origin was checked above, by our own rule
 	})
 	if err != nil {
+		release()
 		return // Accept has answered the request
 	}
 	opts := realtime.StreamOptions{
@@ -113,10 +113,23 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 			opts.CloseAt, opts.CloseAtReason = s.ExpiresAt, realtime.CloseSessionExpired
 		}
 	}
-	// The request's context ends with the handler; the stream's belongs to the server.
+	// The stream runs in a goroutine of its own, and the handler returns: net/http's
+	// connection state (its 4 KiB buffers, the request, a stack grown by the request's
+	// handling) is then freed, where it would otherwise stay with the socket for its whole
+	// life. The request's context ends with the handler; the stream's belongs to the server.
 	h.streams.Add(1)
-	defer h.streams.Done()
-	if err := h.deps.Hub.Serve(h.streamCtx, sock, h.cfg.Stream, opts); err != nil && !errors.Is(err, http.ErrAbortHandler) {
-		h.log.Warn("stream ended", "err", err, "remote", r.RemoteAddr, "requestId", requestID(r.Context()))
-	}
+	remote, reqID := r.RemoteAddr, requestID(r.Context())
+	go func() {
+		defer h.streams.Done()
+		defer release()
+		defer func() {
+			if p := recover(); p != nil { // as net/http does for a handler: log, drop the socket, go on
+				h.log.Error("stream panicked", "panic", p, "stack", string(debug.Stack()), "remote", remote, "requestId", reqID)
+				sock.Conn().CloseNow()
+			}
+		}()
+		if err := h.deps.Hub.Serve(h.streamCtx, sock, h.cfg.Stream, opts); err != nil {
+			h.log.Warn("stream ended", "err", err, "remote", remote, "requestId", reqID)
+		}
+	}()
 }

@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -129,23 +131,47 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 		c.mu.Unlock()
 		cn.gone()
 	}()
+	// Reads use no context of their own (each would cost a context registration per frame):
+	// the end of ctx closes the socket instead, which ends the read in progress.
+	stop := context.AfterFunc(ctx, func() { ws.CloseNow() })
+	defer stop()
+	var buf bytes.Buffer // reused for every frame: the frame's fields are copied out of it
 	for {
-		_, msg, err := ws.Read(ctx)
+		msg, err := readFrame(ws, &buf)
 		if err != nil {
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
 				return int(ce.Code), ce.Reason, nil
 			}
+			if ctx.Err() != nil {
+				return -1, "", ctx.Err()
+			}
 			return -1, "", err
 		}
 		var f serverFrame
-		if err := json.Unmarshal(msg, &f); err != nil {
+		if err := decodeFrame(msg, &f); err != nil {
 			return -1, "", fmt.Errorf("tidings: bad frame %q: %w", msg, err)
 		}
 		if err := c.handle(ctx, cn, f); err != nil {
 			return -1, "", err
 		}
+		if buf.Cap() > 1<<20 {
+			buf = bytes.Buffer{} // let go of what one huge frame grew
+		}
 	}
+}
+
+// readFrame reads the next message into buf and returns its bytes, valid until the next call.
+func readFrame(ws *websocket.Conn, buf *bytes.Buffer) ([]byte, error) {
+	_, r, err := ws.Reader(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // handle acts on one server frame.
@@ -169,10 +195,13 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 			}
 			return nil
 		}
+		// Stored before the hand-over, so that LastEventID already says f.ID to whoever has
+		// received the event; taken back if it is never handed over.
+		prev := c.last.Swap(f.ID)
 		select {
 		case c.events <- Event{ID: f.ID, Type: f.Event.Type, Data: f.Event.Data, Time: f.Event.Time}:
-			c.last.Store(f.ID)
 		case <-ctx.Done():
+			c.last.Store(prev)
 			return ctx.Err()
 		}
 	case "reset":
@@ -195,4 +224,72 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 		}
 	}
 	return nil
+}
+
+// decodeFrame decodes a server frame. Event frames, nearly all of a stream, are read by
+// parseEventFrame when they have the exact layout tidings writes; anything else, by
+// encoding/json.
+func decodeFrame(msg []byte, f *serverFrame) error {
+	if parseEventFrame(msg, f) {
+		return nil
+	}
+	*f = serverFrame{}
+	return json.Unmarshal(msg, f)
+}
+
+// parseEventFrame decodes msg into f if it is an event frame laid out as tidings writes it:
+// {"type":"event","id":N,"event":{"type":"T","data":D,"time":"RFC 3339"}}, with a type free of
+// escapes and valid JSON data. It reports false, leaving f in any state, for anything else.
+func parseEventFrame(msg []byte, f *serverFrame) bool {
+	rest, ok := bytes.CutPrefix(msg, []byte(`{"type":"event","id":`))
+	if !ok {
+		return false
+	}
+	n := 0
+	for n < len(rest) && n < 19 && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	if n == 0 || (rest[0] == '0' && n > 1) {
+		return false
+	}
+	id, err := strconv.ParseInt(string(rest[:n]), 10, 64)
+	if err != nil {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest[n:], []byte(`,"event":{"type":"`)); !ok {
+		return false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return false
+	}
+	typ := rest[:end]
+	for _, c := range typ {
+		if c < 0x20 || c == '\\' || c >= 0x80 {
+			return false // escapes, controls and non-ASCII: encoding/json knows best
+		}
+	}
+	if rest, ok = bytes.CutPrefix(rest[end+1:], []byte(`,"data":`)); !ok {
+		return false
+	}
+	if rest, ok = bytes.CutSuffix(rest, []byte(`"}}`)); !ok {
+		return false
+	}
+	cut := bytes.LastIndex(rest, []byte(`,"time":"`))
+	if cut < 0 {
+		return false
+	}
+	data, stamp := bytes.Trim(rest[:cut], " \t\r\n"), rest[cut+len(`,"time":"`):]
+	if !json.Valid(data) || bytes.IndexByte(stamp, '"') >= 0 || bytes.IndexByte(stamp, '\\') >= 0 {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(stamp))
+	if err != nil {
+		return false
+	}
+	*f = serverFrame{Type: "event", ID: id}
+	f.Event.Type = string(typ)
+	f.Event.Data = bytes.Clone(data)
+	f.Event.Time = t
+	return true
 }
