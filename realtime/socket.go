@@ -217,31 +217,36 @@ func (c *corkConn) writeText(payload []byte) error {
 
 var errNotHeld = errors.New("realtime: write outside a held burst")
 
-// tryWrite writes frame if the socket takes it without blocking, and reports whether it did.
-// A frame the socket takes only in part is taken: its end waits in rest, and goes before any
-// other write. It writes nothing while a burst is open or a frame is unfinished, or when the
-// connection has no descriptor: the stream's writer does then.
-func (c *corkConn) tryWrite(frame []byte) (bool, error) {
-	c.mu.Lock()
+// tryWrite writes frame if the socket takes it without blocking, and reports whether it did,
+// and whether the socket is now backed up. A frame the socket takes only in part is taken: its
+// end waits in rest, and goes before any other write. It writes nothing while a burst is open
+// or a frame is unfinished, when the connection has no descriptor, or while another write is
+// in progress (the library's pong to a peer that does not read could hold it for seconds):
+// the stream's writer does then. It never waits for anything.
+func (c *corkConn) tryWrite(frame []byte) (written, backlog bool, err error) {
+	if !c.mu.TryLock() {
+		return false, false, nil
+	}
 	defer c.mu.Unlock()
 	if c.failed != nil {
-		return false, c.failed
+		return false, false, c.failed
 	}
 	if c.raw == nil || c.buf != nil || len(c.rest) > 0 {
-		return false, nil
+		return false, false, nil
 	}
 	n, err := writeNow(c.raw, frame)
 	if err != nil {
 		c.failed = err
-		return false, err
+		return false, false, err
 	}
 	if n == 0 {
-		return false, nil
+		return false, true, nil
 	}
 	if n < len(frame) {
 		c.rest = append([]byte(nil), frame[n:]...)
+		return true, true, nil
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // backlogged reports whether a frame that tryWrite began is still unfinished.

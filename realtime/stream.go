@@ -277,17 +277,15 @@ func (s *stream) deliver(p *outPage) int {
 		start := i
 		for i++; i < len(evs) && p.offs[i+1]-p.offs[start] <= runLimit && evs[i].visibleTo(s.opts.Viewer); i++ {
 		}
-		ok, err := s.cork.tryWrite(p.wire[p.offs[start]:p.offs[i]])
-		if err != nil || !ok {
+		written, backlog, err := s.cork.tryWrite(p.wire[p.offs[start]:p.offs[i]])
+		if err != nil || !written {
 			drive = true
 			break
 		}
 		w.cursor = evs[i-1].ID
 		w.sent = true
 		sent += i - start
-		if s.cork.backlogged() {
-			drive = true
-		}
+		drive = backlog
 	}
 	if drive {
 		s.parked = false
