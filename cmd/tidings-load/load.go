@@ -12,8 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +37,10 @@ type summary struct {
 	Reconnects          int64         `json:"reconnects"`
 	DeliveriesPerSecond float64       `json:"deliveriesPerSecond"`
 	LatencyMs           quantiles     `json:"latencyMs"`
+	Storm               *stormSummary `json:"storm,omitempty"`
 	Server              *serverUsage  `json:"server,omitempty"`
+	GeneratorCPUSeconds float64       `json:"generatorCpuSeconds"` // this process's own, on the same machine
+	MachineCPUSeconds   float64       `json:"machineCpuSeconds"`   // every process's on the machine, these two included
 	Elapsed             time.Duration `json:"-"`
 	ElapsedSeconds      float64       `json:"elapsedSeconds"`
 }
@@ -65,9 +68,60 @@ type shard struct {
 	h  *hdrhistogram.Histogram
 }
 
+// stream is one socket as the load generator sees it: tidings' Go client, or a client of the
+// peer that delivers the same way (client.Event with the stream position as its ID).
+type stream interface {
+	Run(ctx context.Context) error
+	Events() <-chan client.Event
+	Stats() client.Stats
+}
+
+// server is the kind of server under load: how to open a stream to it and how to publish.
+type server interface {
+	// open returns a stream that resumes where prev left off (nil: start live).
+	open(hc *http.Client, prev stream, h hooks) stream
+	// publish sends one event carrying data and returns its position in the streams (the event
+	// id, or the peer's offset).
+	publish(ctx context.Context, hc *http.Client, data []byte) (int64, error)
+}
+
+// hooks are what a stream calls on each (re)connection: opened on the server's first frame
+// (the upgrade is done), ready once it has caught up, ended when the connection (or the
+// attempt) ended before the run did. Any may be nil.
+type hooks struct {
+	opened, ready, ended func()
+}
+
+func (h hooks) callEnded() {
+	if h.ended != nil {
+		h.ended()
+	}
+}
+
+func (h hooks) callOpened() {
+	if h.opened != nil {
+		h.opened()
+	}
+}
+
+func (h hooks) callReady() {
+	if h.ready != nil {
+		h.ready()
+	}
+}
+
+// socket is one of the N streams and what owns it.
+type socket struct {
+	hc     *http.Client
+	s      stream
+	cancel context.CancelFunc
+	done   sync.WaitGroup // Run and consume
+}
+
 // load is one run.
 type load struct {
 	o      options
+	srv    server
 	stderr io.Writer
 	runID  string
 
@@ -76,16 +130,19 @@ type load struct {
 
 	published     atomic.Int64
 	publishErrors atomic.Int64
+	newest        atomic.Int64 // the highest position a publish returned
 	connected     atomic.Int64
 	delivered     atomic.Int64
 	reconnects    atomic.Int64
 	perSocket     []atomic.Int64 // this run's load events each socket received
+	stormMu       sync.Mutex
+	storming      *storm // guarded by stormMu: the storm in progress, for the progress line
 }
 
-func newLoad(o options, stderr io.Writer) *load {
+func newLoad(o options, srv server, stderr io.Writer) *load {
 	var id [6]byte
 	rand.Read(id[:])
-	l := &load{o: o, stderr: stderr, runID: hex.EncodeToString(id[:]), perSocket: make([]atomic.Int64, o.sockets)}
+	l := &load{o: o, srv: srv, stderr: stderr, runID: hex.EncodeToString(id[:]), perSocket: make([]atomic.Int64, o.sockets)}
 	for i := range l.latency {
 		l.latency[i].h = newHistogram()
 	}
@@ -102,45 +159,41 @@ type loadData struct {
 func (l *load) run(ctx context.Context) (summary, error) {
 	start := time.Now()
 	usage := startUsage(l.o.pid)
+	selfCPU, _ := cpuSeconds(os.Getpid())
+	machineCPU, _ := machineBusySeconds()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	transports := l.transports()
-	var sockets sync.WaitGroup
-	clients := make([]*client.Client, l.o.sockets)
+	sockets := make([]*socket, l.o.sockets)
 	ready := make(chan struct{}, l.o.sockets)
 	progressDone := make(chan struct{})
 	go l.progress(ctx, start, usage, progressDone)
 
 	// Open the streams at the ramp rate.
 	interval := time.Duration(float64(time.Second) / l.o.ramp)
-	for i := range clients {
+	for i := range sockets {
 		if ctx.Err() != nil {
 			break
 		}
 		jar, _ := cookiejar.New(nil)
+		sk := &socket{hc: &http.Client{Jar: jar, Transport: transports[i%len(transports)]}}
 		opened := time.Now()
 		var once sync.Once
-		c := client.New(client.Config{
-			URL:        l.o.url,
-			HTTPClient: &http.Client{Jar: jar, Transport: transports[i%len(transports)]},
-			Buffer:     64,
-			OnReady: func(int64) {
-				first := false
-				once.Do(func() {
-					first = true
-					l.record(&l.connect, time.Since(opened))
-					l.connected.Add(1)
-					ready <- struct{}{}
-				})
-				if !first {
-					l.reconnects.Add(1)
-				}
-			},
-		})
-		clients[i] = c
-		sockets.Go(func() { c.Run(ctx) })
-		sockets.Go(func() { l.consume(i, c) })
+		sk.s = l.srv.open(sk.hc, nil, hooks{ready: func() {
+			first := false
+			once.Do(func() {
+				first = true
+				l.record(&l.connect, time.Since(opened))
+				l.connected.Add(1)
+				ready <- struct{}{}
+			})
+			if !first {
+				l.reconnects.Add(1)
+			}
+		}})
+		sockets[i] = sk
+		l.start(ctx, i, sk, nil)
 		if i%100 == 99 {
 			time.Sleep(100 * interval) // the ramp
 		}
@@ -157,31 +210,36 @@ func (l *load) run(ctx context.Context) (summary, error) {
 		}
 	}
 	pubStart := time.Now()
-	l.publish(ctx)
+	l.publish(ctx, int64(l.o.rate*l.o.duration.Seconds()), l.o.rate)
 	pubElapsed := time.Since(pubStart)
+	l.settle(ctx)
 
-	// Wait for the last deliveries.
-	deadline := time.Now().Add(l.o.settle)
-	for time.Now().Before(deadline) && ctx.Err() == nil && l.delivered.Load() < l.published.Load()*l.connected.Load() {
-		time.Sleep(20 * time.Millisecond)
+	deliveredLive := l.delivered.Load()
+	var stats client.Stats // of streams the storm dropped
+	var storm *stormSummary
+	if l.o.storm && ctx.Err() == nil {
+		storm, stats = l.runStorm(ctx, sockets)
 	}
 	s := summary{
 		Sockets: l.o.sockets, Connected: int(l.connected.Load()), Published: l.published.Load(),
 		PublishErrors: l.publishErrors.Load(), Delivered: l.delivered.Load(),
-		Reconnects: l.reconnects.Load(),
+		Reconnects: l.reconnects.Load(), Storm: storm,
 	}
-	for i := range l.perSocket {
-		s.Missing += max(0, s.Published-l.perSocket[i].Load())
-	}
-	for _, c := range clients {
-		if c != nil {
-			st := c.Stats()
+	s.Missing = l.missing()
+	s.Duplicates, s.OutOfOrder = stats.Duplicates, stats.OutOfOrder
+	for _, sk := range sockets {
+		if sk != nil {
+			st := sk.s.Stats()
 			s.Duplicates += st.Duplicates
 			s.OutOfOrder += st.OutOfOrder
 		}
 	}
 	cancel()
-	sockets.Wait()
+	for _, sk := range sockets {
+		if sk != nil {
+			sk.done.Wait()
+		}
+	}
 	<-progressDone
 	all := newHistogram()
 	for i := range l.latency {
@@ -189,11 +247,42 @@ func (l *load) run(ctx context.Context) (summary, error) {
 	}
 	s.LatencyMs = quantilesOf(all)
 	s.ConnectMs = quantilesOf(l.connect.h)
-	s.DeliveriesPerSecond = math.Round(float64(s.Delivered) / max(pubElapsed, time.Millisecond).Seconds())
+	s.DeliveriesPerSecond = math.Round(float64(deliveredLive) / max(pubElapsed, time.Millisecond).Seconds())
 	s.Elapsed = time.Since(start)
 	s.ElapsedSeconds = math.Round(s.Elapsed.Seconds()*100) / 100
 	s.Server = usage.finish()
+	if cpu, err := cpuSeconds(os.Getpid()); err == nil {
+		s.GeneratorCPUSeconds = math.Round((cpu-selfCPU)*100) / 100
+	}
+	if cpu, err := machineBusySeconds(); err == nil {
+		s.MachineCPUSeconds = math.Round((cpu-machineCPU)*100) / 100
+	}
 	return s, nil
+}
+
+// start runs socket i's stream and its consumer until ctx ends or the socket is dropped.
+func (l *load) start(ctx context.Context, i int, sk *socket, st *storm) {
+	ctx, sk.cancel = context.WithCancel(ctx)
+	sk.done.Go(func() { sk.s.Run(ctx) })
+	sk.done.Go(func() { l.consume(i, sk.s, st) })
+}
+
+// settle waits for the last deliveries: every connected stream has every published event.
+func (l *load) settle(ctx context.Context) {
+	deadline := time.Now().Add(l.o.settle)
+	for time.Now().Before(deadline) && ctx.Err() == nil && l.delivered.Load() < l.published.Load()*l.connected.Load() {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// missing is how many of the published events the streams lack, summed over every socket.
+func (l *load) missing() int64 {
+	published := l.published.Load()
+	var n int64
+	for i := range l.perSocket {
+		n += max(0, published-l.perSocket[i].Load())
+	}
+	return n
 }
 
 // transports gives each local source address its own dialer.
@@ -203,7 +292,7 @@ func (l *load) transports() []http.RoundTripper {
 	}
 	var out []http.RoundTripper
 	for _, s := range l.o.sources {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(s)}, Timeout: 10 * time.Second}
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(s)}, Timeout: 10 * time.Second, Control: bindAddressNoPort}
 		out = append(out, &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 16})
 	}
 	return out
@@ -215,10 +304,11 @@ func (l *load) record(s *shard, d time.Duration) {
 	s.mu.Unlock()
 }
 
-// consume counts socket i's deliveries of this run's events and their latency.
-func (l *load) consume(i int, c *client.Client) {
+// consume counts socket i's deliveries of this run's events and their latency; during a storm
+// it also notes when the socket has the newest event published before the reconnect.
+func (l *load) consume(i int, s stream, st *storm) {
 	sh := &l.latency[i%shards]
-	for ev := range c.Events() {
+	for ev := range s.Events() {
 		if ev.Type != "load" {
 			continue
 		}
@@ -226,9 +316,14 @@ func (l *load) consume(i int, c *client.Client) {
 		if !ok {
 			continue
 		}
-		l.record(sh, time.Since(sent))
+		if st == nil {
+			l.record(sh, time.Since(sent)) // a storm's events waited on purpose
+		}
 		l.perSocket[i].Add(1)
 		l.delivered.Add(1)
+		if st != nil && ev.ID >= st.target {
+			st.mark(i, hasNewest)
+		}
 	}
 }
 
@@ -251,26 +346,28 @@ func (l *load) sentAt(data []byte) (time.Time, bool) {
 	return time.Unix(0, n), err == nil
 }
 
-// publish sends rate events per second for the duration, one per call, from a pool of workers.
-func (l *load) publish(ctx context.Context) {
-	workers := min(256, max(4, int(l.o.rate/50)))
+// publish sends total events at rate per second, one per call, from a pool of workers.
+func (l *load) publish(ctx context.Context, total int64, rate float64) {
+	workers := min(256, max(4, int(rate/50)))
 	jobs := make(chan struct{}, workers*4)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers}, Timeout: 30 * time.Second}
-	endpoint := strings.TrimRight(l.o.url, "/") + "/api/publish"
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for range jobs {
-				if err := l.publishOne(ctx, hc, endpoint); err != nil {
+				d, _ := json.Marshal(loadData{T: time.Now().UnixNano(), Run: l.runID})
+				pos, err := l.srv.publish(ctx, hc, d)
+				if err != nil {
 					l.publishErrors.Add(1)
-				} else {
-					l.published.Add(1)
+					continue
+				}
+				l.published.Add(1)
+				for n := l.newest.Load(); pos > n && !l.newest.CompareAndSwap(n, pos); n = l.newest.Load() {
 				}
 			}
 		})
 	}
 	start := time.Now()
-	total := int64(l.o.rate * l.o.duration.Seconds())
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	sent := int64(0)
@@ -281,7 +378,7 @@ loop:
 			break loop
 		case <-tick.C:
 		}
-		due := min(total, int64(l.o.rate*time.Since(start).Seconds()))
+		due := min(total, int64(rate*time.Since(start).Seconds()))
 		for ; sent < due; sent++ {
 			select {
 			case jobs <- struct{}{}:
@@ -295,23 +392,28 @@ loop:
 	hc.CloseIdleConnections()
 }
 
-func (l *load) publishOne(ctx context.Context, hc *http.Client, endpoint string) error {
-	d, _ := json.Marshal(loadData{T: time.Now().UnixNano(), Run: l.runID})
-	body, _ := json.Marshal(map[string]any{"type": "load", "data": json.RawMessage(d)})
+// post sends one JSON body to a server's publish endpoint and decodes its JSON answer.
+func post(ctx context.Context, hc *http.Client, endpoint string, header http.Header, body []byte, answer any) error {
 	req, err := http.NewRequestWithContext(ctx, "POST", endpoint, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+l.o.apiKey)
+	req.Header = header.Clone()
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("publish: %s", resp.Status)
+		return fmt.Errorf("publish: %s: %.200s", resp.Status, b)
+	}
+	if err := json.Unmarshal(b, answer); err != nil {
+		return fmt.Errorf("publish: answer %.200q: %w", b, err)
 	}
 	return nil
 }
@@ -331,9 +433,15 @@ func (l *load) progress(ctx context.Context, start time.Time, usage *usageSample
 		}
 		usage.sample()
 		d := l.delivered.Load()
-		fmt.Fprintf(l.stderr, "\r%5.0fs  streams %d/%d  published %d  delivered %d (%d/s)  reconnects %d   ",
+		storm := ""
+		l.stormMu.Lock()
+		if l.storming != nil {
+			storm = l.storming.progress()
+		}
+		l.stormMu.Unlock()
+		fmt.Fprintf(l.stderr, "\r%5.0fs  streams %d/%d  published %d  delivered %d (%d/s)  reconnects %d%s   ",
 			time.Since(start).Seconds(), l.connected.Load(), l.o.sockets, l.published.Load(), d, d-lastDelivered,
-			l.reconnects.Load())
+			l.reconnects.Load(), storm)
 		lastDelivered = d
 	}
 }

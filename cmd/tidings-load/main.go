@@ -3,6 +3,10 @@
 // through POST /api/publish (one event per call, type "load", audience everyone), waits for
 // delivery, and prints a JSON summary as the last line of its standard output. It exits 1 when
 // any event is missing, duplicated or out of order (PROTOCOL.md section 7).
+//
+// With -storm it then drops every stream at once, publishes a few events while they are away,
+// reconnects them all at once from their last ids, and reports how long each took to be
+// current (docs/performance.md, "Reconnect storm").
 package main
 
 import (
@@ -48,6 +52,14 @@ type options struct {
 	pid         int
 	allowRemote bool
 	cpuProfile  string
+
+	// The reconnect storm: after the publishing, drop every socket at once, publish
+	// stormEvents while they are away (at least stormAway), reconnect all at once and wait up
+	// to stormWait until each is current.
+	storm       bool
+	stormEvents int
+	stormAway   time.Duration
+	stormWait   time.Duration
 }
 
 // Limits that keep a run bounded.
@@ -72,6 +84,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.pid, "pid", 0, "the server's process id, to report its CPU seconds and peak memory")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow a server that is not on a loopback address")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	fs.BoolVar(&o.storm, "storm", false, "after publishing, drop every socket at once, publish -storm-events, reconnect all at once from their last ids and time until each is current")
+	fs.IntVar(&o.stormEvents, "storm-events", 10, "events published while the storm's sockets are away")
+	fs.DurationVar(&o.stormAway, "storm-away", time.Second, "how long the storm's sockets stay away, at least")
+	fs.DurationVar(&o.stormWait, "storm-wait", 30*time.Second, "how long to wait for every reconnected socket to be current")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -84,6 +100,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-duration %v: want more than 0, at most %v", o.duration, maxDuration)
 	case o.ramp <= 0:
 		return o, fmt.Errorf("-ramp %g: want more than 0", o.ramp)
+	case o.stormEvents < 1 || o.stormEvents > maxRate:
+		return o, fmt.Errorf("-storm-events %d: want 1 to %d", o.stormEvents, maxRate)
+	case o.stormAway < 0 || o.stormAway > maxDuration || o.stormWait <= 0 || o.stormWait > maxDuration:
+		return o, fmt.Errorf("-storm-away %v, -storm-wait %v: want 0 to %v, more than 0 to %v", o.stormAway, o.stormWait, maxDuration, maxDuration)
 	}
 	u, err := url.Parse(o.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -131,7 +151,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 		}
 		defer pprof.StopCPUProfile()
 	}
-	s, err := newLoad(o, stderr).run(ctx)
+	s, err := newLoad(o, newTidings(o), stderr).run(ctx)
 	if err != nil {
 		return s, err
 	}

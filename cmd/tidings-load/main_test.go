@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"tidings/auth"
 	"tidings/data"
 	"tidings/data/datatest"
@@ -19,17 +22,21 @@ import (
 func TestMain(m *testing.M) { datatest.Main(m) }
 
 // TestSmokeRun is the load generator's own short run against a real node: a few hundred
-// streams, a few seconds, and not one event missing, repeated or out of order.
+// streams, a few seconds, then a reconnect storm (every stream dropped at once, events
+// published while they are away, every stream back at once from its last id), and not one
+// event missing, repeated or out of order.
 func TestSmokeRun(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
 	events := data.NewEvents(pool)
-	hub := realtime.NewHub(events, realtime.HubConfig{})
+	reg := prometheus.NewRegistry()
+	hub := realtime.NewHub(events, realtime.HubConfig{Metrics: realtime.NewMetrics(reg)})
 	ctx, cancel := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	go func() { defer close(hubDone); hub.Run(ctx) }()
 	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
-		Hub: hub, Auth: auth.NewManager(pool, auth.Config{})}, web.Config{APIKey: "load-key"})
+		Hub: hub, Auth: auth.NewManager(pool, auth.Config{}), Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
+		web.Config{APIKey: "load-key"})
 	srv := httptest.NewServer(h)
 	defer func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -41,7 +48,8 @@ func TestSmokeRun(t *testing.T) {
 	}()
 
 	var out strings.Builder
-	args := []string{"-url", srv.URL, "-sockets", "300", "-rate", "100", "-duration", "2s", "-api-key", "load-key", "-settle", "20s"}
+	args := []string{"-url", srv.URL, "-sockets", "300", "-rate", "100", "-duration", "2s", "-api-key", "load-key", "-settle", "20s",
+		"-storm", "-storm-events", "5", "-storm-away", "300ms"}
 	s, err := run(context.Background(), args, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -56,12 +64,25 @@ func TestSmokeRun(t *testing.T) {
 			t.Errorf("summary lacks %q: %s", key, lines[len(lines)-1])
 		}
 	}
-	if s.Connected != 300 || s.Published != 200 || s.PublishErrors != 0 {
-		t.Fatalf("got %d streams, %d published, %d publish errors; want 300, 200, 0", s.Connected, s.Published, s.PublishErrors)
+	if s.Connected != 300 || s.Published != 205 || s.PublishErrors != 0 {
+		t.Fatalf("got %d streams, %d published, %d publish errors; want 300, 205, 0", s.Connected, s.Published, s.PublishErrors)
 	}
-	if s.Missing != 0 || s.Duplicates != 0 || s.OutOfOrder != 0 || s.Delivered != 300*200 {
+	if s.Missing != 0 || s.Duplicates != 0 || s.OutOfOrder != 0 || s.Delivered != 300*205 {
 		t.Fatalf("got %d delivered, %d missing, %d duplicates, %d out of order; want %d, 0, 0, 0",
-			s.Delivered, s.Missing, s.Duplicates, s.OutOfOrder, 300*200)
+			s.Delivered, s.Missing, s.Duplicates, s.OutOfOrder, 300*205)
+	}
+	st := s.Storm
+	if st == nil {
+		t.Fatal("no storm in the summary")
+	}
+	if st.Clients != 300 || st.AwayEvents != 5 || st.Ready != 300 || st.Current != 300 || st.AllCurrentMs <= 0 {
+		t.Fatalf("storm: got %+v; want 300 clients, 5 events away, all 300 ready and current", *st)
+	}
+	if st.Missing != 0 || st.Duplicates != 0 || st.OutOfOrder != 0 {
+		t.Fatalf("storm: got %d missing, %d duplicates, %d out of order; want 0, 0, 0", st.Missing, st.Duplicates, st.OutOfOrder)
+	}
+	if st.Replayed == nil {
+		t.Errorf("storm: no replay counts from /metrics")
 	}
 	if s.LatencyMs.Max <= 0 || s.LatencyMs.P50 > s.LatencyMs.P99 {
 		t.Fatalf("latency: got %+v", s.LatencyMs)
@@ -74,6 +95,7 @@ func TestOptionsAreBounded(t *testing.T) {
 	for _, args := range [][]string{
 		{"-sockets", "20000"}, {"-sockets", "0"}, {"-rate", "0"}, {"-duration", "2h"},
 		{"-url", "http://10.1.2.3:8080"}, {"-url", "ftp://127.0.0.1"}, {"-sources", "not-an-ip"},
+		{"-storm-events", "0"}, {"-storm-wait", "0s"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {
 			t.Errorf("%v: accepted", args)
