@@ -25,6 +25,7 @@ import (
 
 // summary is the last line of a run (PROTOCOL.md section 7, plus what a load test also wants).
 type summary struct {
+	Peer                string        `json:"peer,omitempty"`
 	Sockets             int           `json:"sockets"`
 	Connected           int           `json:"connected"`
 	ConnectMs           quantiles     `json:"connectMs"`
@@ -223,7 +224,7 @@ func (l *load) run(ctx context.Context) (summary, error) {
 	s := summary{
 		Sockets: l.o.sockets, Connected: int(l.connected.Load()), Published: l.published.Load(),
 		PublishErrors: l.publishErrors.Load(), Delivered: l.delivered.Load(),
-		Reconnects: l.reconnects.Load(), Storm: storm,
+		Reconnects: l.reconnects.Load(), Storm: storm, Peer: l.o.peer,
 	}
 	s.Missing = l.missing()
 	s.Duplicates, s.OutOfOrder = stats.Duplicates, stats.OutOfOrder

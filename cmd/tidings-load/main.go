@@ -7,6 +7,9 @@
 // With -storm it then drops every stream at once, publishes a few events while they are away,
 // reconnects them all at once from their last ids, and reports how long each took to be
 // current (docs/performance.md, "Reconnect storm").
+//
+// With -peer centrifugo it drives Centrifugo instead, with the same sockets, rate, data and
+// checks, for the comparison of docs/performance.md, "Against the peer" (compare.sh runs both).
 package main
 
 import (
@@ -60,6 +63,10 @@ type options struct {
 	stormEvents int
 	stormAway   time.Duration
 	stormWait   time.Duration
+
+	// The peer to drive instead of tidings ("" or "centrifugo"), and its channel.
+	peer    string
+	channel string
 }
 
 // Limits that keep a run bounded.
@@ -88,6 +95,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.stormEvents, "storm-events", 10, "events published while the storm's sockets are away")
 	fs.DurationVar(&o.stormAway, "storm-away", time.Second, "how long the storm's sockets stay away, at least")
 	fs.DurationVar(&o.stormWait, "storm-wait", 30*time.Second, "how long to wait for every reconnected socket to be current")
+	fs.StringVar(&o.peer, "peer", "", `drive a peer server instead of tidings: "centrifugo" (-url is its HTTP address, -api-key its HTTP API key)`)
+	fs.StringVar(&o.channel, "channel", "load:bench", "the peer's channel (in a namespace with history and recovery)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -104,6 +113,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-storm-events %d: want 1 to %d", o.stormEvents, maxRate)
 	case o.stormAway < 0 || o.stormAway > maxDuration || o.stormWait <= 0 || o.stormWait > maxDuration:
 		return o, fmt.Errorf("-storm-away %v, -storm-wait %v: want 0 to %v, more than 0 to %v", o.stormAway, o.stormWait, maxDuration, maxDuration)
+	case o.peer != "" && o.peer != "centrifugo":
+		return o, fmt.Errorf("-peer %q: want centrifugo or nothing", o.peer)
 	}
 	u, err := url.Parse(o.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -151,7 +162,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 		}
 		defer pprof.StopCPUProfile()
 	}
-	s, err := newLoad(o, newTidings(o), stderr).run(ctx)
+	var srv server = newTidings(o)
+	if o.peer == "centrifugo" {
+		srv = newCentrifugo(o)
+	}
+	s, err := newLoad(o, srv, stderr).run(ctx)
 	if err != nil {
 		return s, err
 	}

@@ -95,7 +95,7 @@ func TestOptionsAreBounded(t *testing.T) {
 	for _, args := range [][]string{
 		{"-sockets", "20000"}, {"-sockets", "0"}, {"-rate", "0"}, {"-duration", "2h"},
 		{"-url", "http://10.1.2.3:8080"}, {"-url", "ftp://127.0.0.1"}, {"-sources", "not-an-ip"},
-		{"-storm-events", "0"}, {"-storm-wait", "0s"},
+		{"-storm-events", "0"}, {"-storm-wait", "0s"}, {"-peer", "nats"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {
 			t.Errorf("%v: accepted", args)
