@@ -233,15 +233,17 @@ func (s *stream) drive(first bool, head int64) {
 // kick starts a drive if the stream is parked. It never blocks.
 func (s *stream) kick() {
 	s.mu.Lock()
-	start := s.parked && !s.done
-	if start {
-		s.parked = false
-		s.startDrive(true)
+	if s.parked && !s.done {
+		s.unparkLocked()
 	}
 	s.mu.Unlock()
-	if start {
-		go s.drive(false, 0)
-	}
+}
+
+// unparkLocked takes the stream's writes back from the hub: it starts a drive.
+func (s *stream) unparkLocked() {
+	s.parked = false
+	s.startDrive(true)
+	go s.drive(false, 0)
 }
 
 // runLimit bounds the bytes the hub offers a socket in one write, so that a socket that takes
@@ -288,13 +290,9 @@ func (s *stream) deliver(p *outPage) int {
 		drive = backlog
 	}
 	if drive {
-		s.parked = false
-		s.startDrive(true)
+		s.unparkLocked()
 	}
 	s.mu.Unlock()
-	if drive {
-		go s.drive(false, 0)
-	}
 	return sent
 }
 

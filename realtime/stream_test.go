@@ -30,7 +30,13 @@ type streamServer struct {
 func newStreamServer(t *testing.T, cfg StreamConfig) *streamServer {
 	t.Helper()
 	pool := datatest.NewPool(t)
-	hub := NewHub(data.NewEvents(pool), HubConfig{Poll: time.Hour})
+	return newStreamServerOn(t, pool, data.NewEvents(pool), cfg)
+}
+
+// newStreamServerOn is newStreamServer with the hub reading store.
+func newStreamServerOn(t *testing.T, pool *pgxpool.Pool, store Store, cfg StreamConfig) *streamServer {
+	t.Helper()
+	hub := NewHub(store, HubConfig{Poll: time.Hour})
 	hub.shard = 4 // hand pages out in parallel, as to thousands of streams
 	ctx, cancel := context.WithCancel(context.Background())
 	var run sync.WaitGroup
@@ -226,21 +232,8 @@ func (deafStore) Listen(ctx context.Context, _ data.ListenerConfig, _ func(data.
 func TestLiveStartIsTheDatabaseWatermark(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
-	hub := NewHub(deafStore{data.NewEvents(pool)}, HubConfig{Poll: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	var run sync.WaitGroup
-	run.Go(func() { hub.Run(ctx) })
-	s := &streamServer{hub: hub, pool: pool, served: make(chan error, 10)}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sock, err := Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		s.served <- hub.Serve(r.Context(), sock, StreamConfig{}, StreamOptions{SessionFrame: []byte(`{"type":"session","session":null}`)})
-	}))
-	t.Cleanup(func() { hub.Shutdown(); srv.Close(); cancel(); run.Wait() })
-	<-hub.Ready()
-	s.url = "ws" + strings.TrimPrefix(srv.URL, "http")
+	s := newStreamServerOn(t, pool, deafStore{data.NewEvents(pool)}, StreamConfig{})
+	hub, ctx := s.hub, context.Background()
 
 	evs := []data.NewEvent{{Type: "before", Data: json.RawMessage(`1`)}}
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { _, err := data.AppendEvents(ctx, tx, evs); return err }); err != nil {
