@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -66,7 +65,7 @@ type Handler struct {
 	router  *httprouter.Router
 
 	// streams owns every stream's goroutine; streamCtx ends them all on a forced shutdown.
-	streams      sync.WaitGroup
+	streams      streamGroup
 	streamCtx    context.Context
 	cancelStream context.CancelFunc
 }
@@ -189,11 +188,7 @@ func isJSON(contentType string) bool {
 // ends; then it cuts the remaining sockets and still waits for their goroutines to finish.
 func (h *Handler) Shutdown(ctx context.Context) {
 	h.deps.Hub.Shutdown()
-	done := make(chan struct{})
-	go func() {
-		h.streams.Wait()
-		close(done)
-	}()
+	done := h.streams.close()
 	select {
 	case <-done:
 	case <-ctx.Done():

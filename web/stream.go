@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -117,10 +118,14 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	// connection state (its 4 KiB buffers, the request, a stack grown by the request's
 	// handling) is then freed, where it would otherwise stay with the socket for its whole
 	// life. The request's context ends with the handler; the stream's belongs to the server.
-	h.streams.Add(1)
+	if !h.streams.add() { // the node is shutting down: as its other streams, going-away
+		release()
+		sock.Conn().Close(realtime.CloseGoingAway.Code, realtime.CloseGoingAway.Reason)
+		return
+	}
 	remote, reqID := r.RemoteAddr, requestID(r.Context())
 	go func() {
-		defer h.streams.Done()
+		defer h.streams.done()
 		defer release()
 		defer func() {
 			if p := recover(); p != nil { // as net/http does for a handler: log, drop the socket, go on
@@ -132,4 +137,48 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 			h.log.Warn("stream ended", "err", err, "remote", remote, "requestId", reqID)
 		}
 	}()
+}
+
+// streamGroup counts the goroutines of the streams, and takes no new one once Shutdown waits
+// for them. A sync.WaitGroup would not do: a stream whose handler is still upgrading may not
+// Add to a WaitGroup that somebody already waits on.
+type streamGroup struct {
+	mu      sync.Mutex
+	n       int           // guarded by mu: streams running
+	closing bool          // guarded by mu: Shutdown has begun
+	idle    chan struct{} // closed once closing and no stream runs
+}
+
+// add counts a stream about to start; it reports false once shutdown has begun.
+func (g *streamGroup) add() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.n++
+	return true
+}
+
+// done counts a stream that has ended.
+func (g *streamGroup) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n--; g.n == 0 && g.closing {
+		close(g.idle)
+	}
+}
+
+// close refuses new streams and returns a channel closed once every running one has ended.
+func (g *streamGroup) close() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.closing {
+		g.closing = true
+		g.idle = make(chan struct{})
+		if g.n == 0 {
+			close(g.idle)
+		}
+	}
+	return g.idle
 }
