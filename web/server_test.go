@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +19,14 @@ import (
 	"tidings/data/datatest"
 	"tidings/realtime"
 	"tidings/web"
+	"tidings/web/webtest"
 )
 
 func TestMain(m *testing.M) { datatest.Main(m) }
 
 // testServer is one node over a fresh database.
 type testServer struct {
-	*httptest.Server
+	URL     string
 	pool    *pgxpool.Pool
 	events  *data.Events
 	hub     *realtime.Hub
@@ -34,16 +34,15 @@ type testServer struct {
 	auth    *auth.Manager
 }
 
-type serverOptions struct {
-	hub    realtime.HubConfig
-	web    web.Config
-	auth   auth.Config
-	dbURL  string // share a database with another node; empty: a fresh one
-	noWait bool
-}
+// Client returns the HTTP client of the tests' plain requests.
+func (s *testServer) Client() *http.Client { return http.DefaultClient }
 
-// cheapPasswords keeps argon2id fast in tests.
-var cheapPasswords = auth.PasswordParams{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+type serverOptions struct {
+	hub   realtime.HubConfig
+	web   web.Config
+	auth  auth.Config
+	dbURL string // share a database with another node; empty: a fresh one
+}
 
 func newServer(t testing.TB, o serverOptions) *testServer {
 	t.Helper()
@@ -57,44 +56,17 @@ func newServer(t testing.TB, o serverOptions) *testServer {
 		}
 		t.Cleanup(pool.Close)
 	}
-	events := data.NewEvents(pool)
-	if o.hub.Poll == 0 {
-		o.hub.Poll = time.Hour // tests prove delivery by notification, not by the safety net
-	}
-	hub := realtime.NewHub(events, o.hub)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		hub.Run(ctx)
-	}()
-	if o.auth.Password == nil {
-		o.auth.Password = &cheapPasswords
-	}
 	o.web.Dev = true // plain http: the cookie jar sends tidings-session without Secure
-	sessions := auth.NewManager(pool, o.auth)
-	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}), Hub: hub, Auth: sessions}, o.web)
-	srv := httptest.NewServer(h)
-	s := &testServer{Server: srv, pool: pool, events: events, hub: hub, handler: h, auth: sessions}
+	n, err := webtest.Start(pool, webtest.Options{Hub: o.hub, Web: o.web, Auth: o.auth})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		h.Shutdown(sctx)
-		srv.Close()
-		cancel()
-		<-done
+		n.Stop()
 		// The tests' own clients keep idle keep-alive connections; let them go.
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	})
-	select {
-	case <-hub.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("hub never became ready")
-	}
-	if !o.noWait {
-		waitFor(t, "listener up", hub.Listening)
-	}
-	return s
+	return &testServer{URL: n.URL, pool: pool, events: n.Events, hub: n.Hub, handler: n.Handler, auth: n.Auth}
 }
 
 // waitFor polls cond, with a bound, until it holds.

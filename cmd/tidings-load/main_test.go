@@ -4,19 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"tidings/auth"
-	"tidings/data"
 	"tidings/data/datatest"
 	"tidings/realtime"
 	"tidings/web"
+	"tidings/web/webtest"
 )
 
 func TestMain(m *testing.M) { datatest.Main(m) }
@@ -27,28 +24,15 @@ func TestMain(m *testing.M) { datatest.Main(m) }
 // event missing, repeated or out of order.
 func TestSmokeRun(t *testing.T) {
 	t.Parallel()
-	pool := datatest.NewPool(t)
-	events := data.NewEvents(pool)
-	reg := prometheus.NewRegistry()
-	hub := realtime.NewHub(events, realtime.HubConfig{Metrics: realtime.NewMetrics(reg)})
-	ctx, cancel := context.WithCancel(context.Background())
-	hubDone := make(chan struct{})
-	go func() { defer close(hubDone); hub.Run(ctx) }()
-	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
-		Hub: hub, Auth: auth.NewManager(pool, auth.Config{}), Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})},
-		web.Config{APIKey: "load-key"})
-	srv := httptest.NewServer(h)
-	defer func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		h.Shutdown(sctx)
-		srv.Close()
-		cancel()
-		<-hubDone
-	}()
+	n, err := webtest.Start(datatest.NewPool(t), webtest.Options{Hub: realtime.HubConfig{Poll: time.Second},
+		Web: web.Config{APIKey: "load-key"}, Metrics: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
 
 	var out strings.Builder
-	args := []string{"-url", srv.URL, "-sockets", "300", "-rate", "100", "-duration", "2s", "-api-key", "load-key", "-settle", "20s",
+	args := []string{"-url", n.URL, "-sockets", "300", "-rate", "100", "-duration", "2s", "-api-key", "load-key", "-settle", "20s",
 		"-storm", "-storm-events", "5", "-storm-away", "300ms"}
 	s, err := run(context.Background(), args, &out, io.Discard)
 	if err != nil {

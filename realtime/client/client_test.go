@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -16,12 +15,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tidings/auth"
 	"tidings/data"
 	"tidings/data/datatest"
-	"tidings/realtime"
 	"tidings/realtime/client"
 	"tidings/web"
+	"tidings/web/webtest"
 )
 
 func TestMain(m *testing.M) { datatest.Main(m) }
@@ -31,9 +29,7 @@ type node struct {
 	t    *testing.T
 	pool *pgxpool.Pool
 	addr string
-
-	srv  *httptest.Server
-	stop func()
+	n    *webtest.Node
 }
 
 func newNode(t *testing.T) *node {
@@ -43,43 +39,19 @@ func newNode(t *testing.T) *node {
 	return n
 }
 
+// start starts the node, on the address it had if it ran before.
 func (n *node) start() {
-	events := data.NewEvents(n.pool)
-	hub := realtime.NewHub(events, realtime.HubConfig{Poll: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); hub.Run(ctx) }()
-	cheap := auth.PasswordParams{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
-	h := web.NewHandler(web.Deps{Pool: n.pool, Events: events, Publisher: data.NewPublisher(n.pool, data.PublisherConfig{}),
-		Hub: hub, Auth: auth.NewManager(n.pool, auth.Config{Password: &cheap})}, web.Config{Dev: true})
-	srv := httptest.NewUnstartedServer(h)
-	if n.addr != "" {
-		ln, err := net.Listen("tcp", n.addr)
-		if err != nil {
-			n.t.Fatalf("listen again on %s: %v", n.addr, err)
-		}
-		srv.Listener = ln
+	wn, err := webtest.Start(n.pool, webtest.Options{Web: web.Config{Dev: true}, Addr: n.addr})
+	if err != nil {
+		n.t.Fatal(err)
 	}
-	srv.Start()
-	n.addr = srv.Listener.Addr().String()
-	n.srv = srv
-	n.stop = func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		h.Shutdown(sctx)
-		srv.Close()
-		cancel()
-		<-done
-	}
-	for !hub.Listening() {
-		time.Sleep(time.Millisecond)
-	}
+	n.n, n.addr = wn, wn.Addr
 }
 
 func (n *node) shutdown() {
-	if n.stop != nil {
-		n.stop()
-		n.stop = nil
+	if n.n != nil {
+		n.n.Stop()
+		n.n = nil
 	}
 }
 

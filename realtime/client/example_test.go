@@ -6,17 +6,14 @@ import (
 	"log"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
 
-	"tidings/auth"
-	"tidings/data"
 	"tidings/data/datatest"
-	"tidings/realtime"
 	"tidings/realtime/client"
 	"tidings/web"
+	"tidings/web/webtest"
 )
 
 // A program that follows a tidings server's stream: every event exactly once and in id order,
@@ -89,32 +86,19 @@ type exampleServer struct {
 // exampleAPIKey is the bearer key of the examples' POST /api/publish.
 const exampleAPIKey = "example-key"
 
-// startServer starts a node as client_test.go's newNode does; stop ends everything it started.
-// A failure ends the test binary: an example has no testing.T to report to.
+// startServer starts a node on a fresh database; stop ends everything it started. A failure
+// ends the test binary: an example has no testing.T to report to.
 func startServer() *exampleServer {
 	pool, closeDatabase, err := datatest.CreateDatabase(context.Background())
 	if err != nil {
 		log.Fatal(err)
 	}
-	events := data.NewEvents(pool)
-	hub := realtime.NewHub(events, realtime.HubConfig{Poll: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	hubDone := make(chan struct{})
-	go func() { defer close(hubDone); hub.Run(ctx) }()
-	cheap := auth.PasswordParams{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
-	h := web.NewHandler(web.Deps{Pool: pool, Events: events, Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
-		Hub: hub, Auth: auth.NewManager(pool, auth.Config{Password: &cheap})}, web.Config{Dev: true, APIKey: exampleAPIKey})
-	ts := httptest.NewServer(h)
-	for !hub.Listening() {
-		time.Sleep(time.Millisecond)
+	n, err := webtest.Start(pool, webtest.Options{Web: web.Config{Dev: true, APIKey: exampleAPIKey}})
+	if err != nil {
+		log.Fatal(err)
 	}
-	return &exampleServer{url: ts.URL, stop: func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		h.Shutdown(sctx)
-		ts.Close()
-		cancel()
-		<-hubDone
+	return &exampleServer{url: n.URL, stop: func() {
+		n.Stop()
 		if err := closeDatabase(); err != nil {
 			log.Fatal(err)
 		}

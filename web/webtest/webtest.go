@@ -1,0 +1,121 @@
+// Package webtest starts in-process tidings nodes for tests: a hub, the web handler and an
+// HTTP test server, over a real PostgreSQL database.
+package webtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tidings/auth"
+	"tidings/data"
+	"tidings/realtime"
+	"tidings/web"
+)
+
+// CheapPasswords keeps argon2id fast in tests.
+var CheapPasswords = auth.PasswordParams{Memory: 64, Iterations: 1, Parallelism: 1, SaltLength: 16, KeyLength: 32}
+
+// Options configure a Node. Zero fields mean: a hub that relies on notifications (it polls the
+// table once an hour), CheapPasswords, any free port.
+type Options struct {
+	Hub  realtime.HubConfig
+	Web  web.Config
+	Auth auth.Config
+	// Addr is where to listen, to start a node again on the address of one that stopped.
+	Addr string
+	// Metrics, if set, receives the hub's metrics, and /metrics serves it.
+	Metrics *prometheus.Registry
+	// NoListenerWait returns once the hub is ready, without waiting for its LISTEN connection.
+	NoListenerWait bool
+}
+
+// Node is one running node.
+type Node struct {
+	URL     string // http://Addr
+	Addr    string
+	Pool    *pgxpool.Pool
+	Events  *data.Events
+	Hub     *realtime.Hub
+	Handler *web.Handler
+	Auth    *auth.Manager
+
+	stop func()
+}
+
+// Start starts a node on pool and returns once its hub is ready and listening (within 10 s).
+func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
+	if o.Hub.Poll == 0 {
+		o.Hub.Poll = time.Hour // tests prove delivery by notification, not by the safety net
+	}
+	if o.Auth.Password == nil {
+		o.Auth.Password = &CheapPasswords
+	}
+	deps := web.Deps{Pool: pool, Events: data.NewEvents(pool), Publisher: data.NewPublisher(pool, data.PublisherConfig{})}
+	if o.Metrics != nil {
+		o.Hub.Metrics = realtime.NewMetrics(o.Metrics)
+		deps.Metrics = promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})
+	}
+	deps.Hub = realtime.NewHub(deps.Events, o.Hub)
+	deps.Auth = auth.NewManager(pool, o.Auth)
+	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web)}
+
+	srv := httptest.NewUnstartedServer(n.Handler)
+	if o.Addr != "" {
+		ln, err := net.Listen("tcp", o.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen again on %s: %w", o.Addr, err)
+		}
+		srv.Listener.Close()
+		srv.Listener = ln
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		n.Hub.Run(ctx)
+	}()
+	srv.Start()
+	n.URL, n.Addr = srv.URL, srv.Listener.Addr().String()
+	n.stop = func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		n.Handler.Shutdown(sctx)
+		srv.Close()
+		cancel()
+		<-hubDone
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !isReady(n.Hub) || (!o.NoListenerWait && !n.Hub.Listening()) {
+		if time.Now().After(deadline) {
+			n.Stop()
+			return nil, fmt.Errorf("the node's hub did not become ready and listening within 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return n, nil
+}
+
+func isReady(h *realtime.Hub) bool {
+	select {
+	case <-h.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop closes every stream with 1001, then stops the server and the hub, and waits for all of
+// it. Stopping a stopped node does nothing.
+func (n *Node) Stop() {
+	if n.stop != nil {
+		n.stop()
+		n.stop = nil
+	}
+}
