@@ -97,6 +97,18 @@ func (e *env) resolve(tok auth.Token) auth.Resolution {
 	return res
 }
 
+// rotate advances the clock by d and resolves tok, which must rotate: it returns the successor
+// and its token.
+func (e *env) rotate(tok auth.Token, d time.Duration) (*auth.ServerSession, auth.Token) {
+	e.t.Helper()
+	e.clock.advance(d)
+	r := e.resolve(tok)
+	if r.Session == nil || r.NewToken == "" {
+		e.t.Fatalf("rotation: got %s, want a successor", describe(r))
+	}
+	return r.Session, r.NewToken
+}
+
 // row reads a stored session.
 func (e *env) row(id int64) data.SessionRow {
 	e.t.Helper()
@@ -377,16 +389,9 @@ func TestResolveTheft(t *testing.T) {
 	_, otherTok := e.register("bob")
 
 	// tok0 -> tok1 -> tok2, each presented by the real user.
-	e.clock.advance(rotate)
-	r := e.resolve(tok0)
-	s1, tok1 := r.Session, r.NewToken
+	s1, tok1 := e.rotate(tok0, rotate)
 	wantSame(t, "first successor", e.resolve(tok1), s1.ID, false)
-	e.clock.advance(rotate)
-	r = e.resolve(tok1)
-	s2, tok2 := r.Session, r.NewToken
-	if s1 == nil || s2 == nil || tok2 == "" {
-		t.Fatalf("rotations: got %v, %v; want two successors", s1, s2)
-	}
+	s2, tok2 := e.rotate(tok1, rotate)
 	wantSame(t, "second successor", e.resolve(tok2), s2.ID, false)
 
 	// The thief's copy of tok0 comes back after its grace.
@@ -421,9 +426,7 @@ func TestResolveTheftOfOnlyPresentedSuccessor(t *testing.T) {
 	const rotate, grace = time.Hour, 30 * time.Second
 	e := newEnv(t, auth.Config{Rotate: rotate, Grace: grace}, base)
 	s0, tok0 := e.register("alice")
-	e.clock.advance(rotate)
-	r := e.resolve(tok0)
-	s1, tok1 := r.Session, r.NewToken
+	s1, tok1 := e.rotate(tok0, rotate)
 	wantSame(t, "successor", e.resolve(tok1), s1.ID, false)
 	e.clock.advance(grace)
 	w := e.watermark()
@@ -440,17 +443,12 @@ func TestResolveLostResponse(t *testing.T) {
 	const rotate, expire, grace = time.Hour, 10 * time.Hour, 30 * time.Second
 	e := newEnv(t, auth.Config{Rotate: rotate, Expire: expire, Grace: grace}, base)
 	s0, tok0 := e.register("alice")
-	e.clock.advance(rotate)
-	r := e.resolve(tok0)
-	s1, tok1 := r.Session, r.NewToken // the response carrying tok1 is lost
-	if s1 == nil || tok1 == "" {
-		t.Fatalf("rotation: got %s, want a successor", describe(r))
-	}
+	s1, tok1 := e.rotate(tok0, rotate) // the response carrying tok1 is lost
 
 	e.clock.advance(grace)
 	replacedAt := e.clock.Now()
 	w := e.watermark()
-	r = e.resolve(tok0)
+	r := e.resolve(tok0)
 	if r.Session == nil || r.NewToken == "" || r.ClearCookie || r.Notice != "" || r.Rotated {
 		t.Fatalf("old cookie after grace, successor never presented: got %s, want a new successor", describe(r))
 	}
@@ -487,12 +485,7 @@ func TestLogout(t *testing.T) {
 	e := newEnv(t, auth.Config{Rotate: rotate, Grace: grace}, base)
 	s0, tok0 := e.register("alice")
 	_, bobTok := e.register("bob")
-	e.clock.advance(rotate)
-	r := e.resolve(tok0)
-	s1, tok1 := r.Session, r.NewToken
-	if s1 == nil {
-		t.Fatalf("rotation: got %s, want a successor", describe(r))
-	}
+	s1, tok1 := e.rotate(tok0, rotate)
 
 	w := e.watermark()
 	if err := e.m.Logout(e.ctx, tok0); err != nil {
