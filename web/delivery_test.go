@@ -15,6 +15,7 @@ import (
 
 	"tidings/data"
 	"tidings/realtime"
+	"tidings/web/webtest"
 )
 
 // resumingReader follows the log like a real client: it reads a few frames, drops the socket,
@@ -212,18 +213,11 @@ func TestStreamNeverSkipsAnUncommittedId(t *testing.T) {
 
 func getWatermark(t *testing.T, s *testServer) int64 {
 	t.Helper()
-	resp, err := s.Client().Get(s.URL + "/api/last-event-id")
+	id, err := webtest.Watermark(s.Client(), s.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		LastEventID *int64 `json:"lastEventId"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body.LastEventID == nil {
-		t.Fatalf("last-event-id: got %d, %v", resp.StatusCode, err)
-	}
-	return *body.LastEventID
+	return id
 }
 
 // TestListenerKilledDuringPublishing terminates the hub's LISTEN backend while events are being

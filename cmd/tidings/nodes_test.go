@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"tidings/realtime/client"
+	"tidings/web/webtest"
 )
 
 // Helpers for the tests that boot whole nodes: in-process with run, or the compiled binary;
@@ -465,18 +466,11 @@ func getStatus(hc *http.Client, url string) int {
 // watermark returns GET /api/last-event-id of the node at url.
 func watermark(t *testing.T, hc *http.Client, url string) int64 {
 	t.Helper()
-	resp, err := hc.Get(url + "/api/last-event-id")
+	id, err := webtest.Watermark(hc, url)
 	if err != nil {
-		t.Fatalf("last-event-id: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var body struct {
-		LastEventID *int64 `json:"lastEventId"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body.LastEventID == nil {
-		t.Fatalf("last-event-id: got %d, %v", resp.StatusCode, err)
-	}
-	return *body.LastEventID
+	return id
 }
 
 // ackedIDs collects the ids that publishes got back, from several writers.

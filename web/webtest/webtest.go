@@ -4,8 +4,10 @@ package webtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"time"
 
@@ -118,4 +120,20 @@ func (n *Node) Stop() {
 		n.stop()
 		n.stop = nil
 	}
+}
+
+// Watermark returns GET /api/last-event-id of the node at url.
+func Watermark(hc *http.Client, url string) (int64, error) {
+	resp, err := hc.Get(url + "/api/last-event-id")
+	if err != nil {
+		return 0, fmt.Errorf("last-event-id: %w", err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		LastEventID *int64 `json:"lastEventId"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK || body.LastEventID == nil {
+		return 0, fmt.Errorf("last-event-id: got %d, %v", resp.StatusCode, err)
+	}
+	return *body.LastEventID, nil
 }
