@@ -33,7 +33,7 @@ func BenchmarkFanout(b *testing.B) {
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for range subscribers {
-		sub, head, err := hub.Subscribe(ctx, Viewer{}, 0)
+		sub, head, err := hub.subscribe(ctx, Viewer{}, 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +49,7 @@ func BenchmarkFanout(b *testing.B) {
 					continue
 				}
 				for _, e := range buf[:n] {
-					if len(e.Frame) == 0 {
+					if len(e.Wire) == 0 {
 						b.Error("empty frame")
 					}
 				}

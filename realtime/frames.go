@@ -17,8 +17,7 @@ type Event struct {
 	ID       int64
 	Type     string
 	Audience data.Audience
-	Frame    []byte    // {"type":"event","id":…,"event":{"type":…,"data":…,"time":…}}
-	Wire     []byte    // Frame as a WebSocket text frame, header included: what sockets are sent
+	Wire     []byte    // {"type":"event","id":…,"event":{…}} as a WebSocket text frame, header included: what sockets are sent
 	At       time.Time // when the hub read it
 	// Control is set for control events, which no client sees; Close is what one asks.
 	Control bool
@@ -39,7 +38,7 @@ func NewEvent(e data.Event) *Event {
 	}
 	payload := AppendEventFrame(nil, e)
 	wire := appendWireFrame(make([]byte, 0, len(payload)+10), payload)
-	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Frame: wire[len(wire)-len(payload):], Wire: wire, At: time.Now()}
+	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Wire: wire, At: time.Now()}
 }
 
 // appendWireFrame appends payload as one unmasked, unfragmented WebSocket text frame (RFC 6455
@@ -59,7 +58,7 @@ func appendWireFrame(b, payload []byte) []byte {
 }
 
 // visibleTo reports whether the event may be sent to v.
-func (e *Event) visibleTo(v Viewer) bool { return !e.Control && v.CanSee(e.Audience) }
+func (e *Event) visibleTo(v Viewer) bool { return v.canSeeEvent(e.Type, e.Audience) }
 
 // AppendEventFrame appends the event frame of e to b.
 func AppendEventFrame(b []byte, e data.Event) []byte {

@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,7 +54,6 @@ type Hub struct {
 	ready chan struct{} // closed once head is known
 
 	listening atomic.Bool  // the LISTEN connection is up
-	headNow   atomic.Int64 // head, stored before the streams hear of it
 	writers   atomic.Int64 // streams with a writer goroutine running
 	restarts  atomic.Int64 // writer goroutines started for parked streams
 
@@ -63,8 +63,10 @@ type Hub struct {
 
 	accounts accountBuckets // publish limits shared by each account's streams
 
-	mu       sync.RWMutex
-	head     int64                      // guarded by mu: every event <= head is in the log and was read
+	mu sync.RWMutex
+	// Every event <= head is in the log and was read. Written under mu (with the ring), and
+	// stored before the streams hear of it; read without mu where a moment's staleness is fine.
+	head     atomic.Int64
 	ring     []*Event                   // guarded by mu: the most recent events; ring[id%len] holds id
 	oldest   int64                      // guarded by mu: smallest id in ring (head+1 when empty)
 	subs     map[*Subscription]struct{} // guarded by mu
@@ -126,11 +128,11 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer cancel()
 	wg.Go(func() {
 		h.store.Listen(ctx, h.cfg.Listener, func(s data.ListenerState) {
-			if up := s != data.ListenerDown; up != h.listening.Load() {
+			up := s != data.ListenerDown
+			if h.listening.Swap(up) != up {
 				h.cfg.Metrics.listener(up)
 			}
-			h.listening.Store(s != data.ListenerDown)
-			if s != data.ListenerDown { // on (re)connect catch up; on notify read
+			if up { // on (re)connect catch up; on notify read
 				h.Wake()
 			}
 		})
@@ -173,8 +175,7 @@ func (h *Hub) start(ctx context.Context) error {
 		}
 	}
 	h.mu.Lock()
-	h.head = head
-	h.headNow.Store(head)
+	h.head.Store(head)
 	h.oldest = head + 1
 	h.mu.Unlock()
 	// Warm the cache with the recent past, so that clients reconnecting after a restart replay
@@ -220,9 +221,7 @@ func (h *Hub) Wake() {
 // catchUp reads every event above head, page by page, and publishes each page to the streams.
 func (h *Hub) catchUp(ctx context.Context) error {
 	for {
-		h.mu.RLock()
-		head := h.head
-		h.mu.RUnlock()
+		head := h.head.Load()
 		evs, err := h.store.After(ctx, head, h.cfg.PageSize)
 		if err != nil {
 			return err
@@ -250,17 +249,17 @@ func (h *Hub) catchUp(ctx context.Context) error {
 // parked streams are written to at once, the others are woken.
 func (h *Hub) advance(page []*Event) {
 	h.mu.Lock()
-	if page[0].ID != h.head+1 {
+	if page[0].ID != h.head.Load()+1 {
 		clear(h.ring)
 		h.oldest = page[0].ID
 	}
 	for _, e := range page {
 		h.ring[e.ID%int64(len(h.ring))] = e
 	}
-	h.head = page[len(page)-1].ID
-	h.headNow.Store(h.head)
-	h.cfg.Metrics.advanced(h.head, len(page))
-	h.oldest = max(h.oldest, h.head-int64(len(h.ring))+1)
+	head := page[len(page)-1].ID
+	h.head.Store(head)
+	h.cfg.Metrics.advanced(head, len(page))
+	h.oldest = max(h.oldest, head-int64(len(h.ring))+1)
 	for _, e := range page {
 		if e.Close != nil {
 			h.controlLocked(e)
@@ -368,10 +367,9 @@ func (h *Hub) controlLocked(e *Event) {
 
 // closesLocked returns the close that a remembered control event after `since` asks of s.
 func (h *Hub) closesLocked(s *Subscription, since int64) *CloseReason {
-	for _, e := range h.controls {
-		if e.ID <= since {
-			continue
-		}
+	// Controls are remembered in id order: start at the first one after since.
+	i, _ := slices.BinarySearchFunc(h.controls, since+1, func(e *Event, id int64) int { return cmp.Compare(e.ID, id) })
+	for _, e := range h.controls[i:] {
 		if (s.sessionID != 0 && slices.Contains(e.Close.SessionIDs, s.sessionID)) ||
 			(s.userID != 0 && slices.Contains(e.Close.UserIDs, s.userID)) {
 			return &CloseReason{websocket.StatusCode(e.Close.Code), e.Close.Reason}
@@ -381,7 +379,7 @@ func (h *Hub) closesLocked(s *Subscription, since int64) *CloseReason {
 }
 
 // Head returns the id of the newest event the hub has read.
-func (h *Hub) Head() int64 { return h.headNow.Load() }
+func (h *Hub) Head() int64 { return h.head.Load() }
 
 // Writers returns how many streams have a writer goroutine running: those replaying, catching
 // up, or sending replies, a ping or a close. A parked stream has none: the hub writes to it.
@@ -403,13 +401,14 @@ func (h *Hub) read(after int64, buf []*Event) (n int, head int64, tooOld bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if after+1 < h.oldest {
-		return 0, h.head, true
+		return 0, h.head.Load(), true
 	}
-	for id := after + 1; id <= h.head && n < len(buf); id++ {
+	head = h.head.Load()
+	for id := after + 1; id <= head && n < len(buf); id++ {
 		buf[n] = h.ring[id%int64(len(h.ring))]
 		n++
 	}
-	return n, h.head, false
+	return n, head, false
 }
 
 // Shutdown closes every stream with 1001 going-away and refuses new ones. It does not wait for
@@ -423,16 +422,11 @@ func (h *Hub) Shutdown() {
 	h.mu.Unlock()
 }
 
-// Subscribe registers a stream's wake-ups and returns the head at that moment: every event
+// subscribe registers a stream's wake-ups and returns the head at that moment: every event
 // after it will wake the subscription. The viewer's session and user make it reachable by
 // control events; one after `since` (the head before the viewer's session was read) that
 // names them closes it at once. It waits for the hub to be ready.
-func (h *Hub) Subscribe(ctx context.Context, v Viewer, since int64) (*Subscription, int64, error) {
-	return h.subscribe(ctx, v, since, nil)
-}
-
-// subscribe is Subscribe for a stream, to which the hub delivers events itself while it is
-// parked; with a nil stream the subscription is only woken.
+// With a nil stream the subscription is only woken (the fan-out benchmark's subscribers).
 func (h *Hub) subscribe(ctx context.Context, v Viewer, since int64, st *stream) (*Subscription, int64, error) {
 	select {
 	case <-h.ready:
@@ -458,7 +452,7 @@ func (h *Hub) subscribe(ctx context.Context, v Viewer, since int64, st *stream) 
 	if r := h.closesLocked(s, since); r != nil {
 		s.Close(*r)
 	}
-	return s, h.head, nil
+	return s, h.head.Load(), nil
 }
 
 func addIndex(index map[int64]map[*Subscription]struct{}, id int64, s *Subscription) {

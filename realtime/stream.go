@@ -94,9 +94,6 @@ type StreamOptions struct {
 	LastEventID *int64
 	// Publish handles publish frames; nil refuses them as unauthenticated.
 	Publish PublishFunc
-	// Subscribed, if set, is called with the stream's subscription before anything is sent,
-	// so that the caller can close it later (session rules).
-	Subscribed func(*Subscription)
 	// CloseAtOnce, if set, closes the stream with this reason right after the session frame.
 	CloseAtOnce *CloseReason
 	// CloseAt, if set, closes the stream at that time with CloseAtReason (session rotation
@@ -121,7 +118,7 @@ type stream struct {
 	// Set at construction.
 	hub    *Hub
 	conn   *websocket.Conn
-	cork   *corkConn // nil when the socket cannot be corked
+	cork   *corkConn
 	cfg    StreamConfig
 	opts   StreamOptions
 	sub    *Subscription
@@ -170,9 +167,6 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	s.mu.Unlock()
 	h.cfg.Metrics.streamOpened()
 	defer h.cfg.Metrics.streamClosed()
-	if opts.Subscribed != nil {
-		opts.Subscribed(sub)
-	}
 	if opts.CloseAtOnce != nil {
 		sub.Close(*opts.CloseAtOnce)
 	}

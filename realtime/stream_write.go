@@ -7,8 +7,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"tidings/data"
 )
 
 // errPruned means the events a stream needs next were removed by retention.
@@ -105,7 +103,7 @@ func (w *writer) park() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !w.ready || w.held || len(s.controls) > 0 || s.pingDue.Load() || s.done ||
-		s.hub.headNow.Load() > w.cursor || s.sub.closeReason() != nil {
+		s.hub.head.Load() > w.cursor || s.sub.closeReason() != nil {
 		return false
 	}
 	s.parked = true
@@ -245,7 +243,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 		if !w.ready && e.ID > w.readyAt {
 			break
 		}
-		if !data.IsControl(e.Type) && w.opts.Viewer.CanSee(e.Audience) {
+		if w.opts.Viewer.canSeeEvent(e.Type, e.Audience) {
 			w.frames = AppendEventFrame(w.frames[:0], e)
 			if err := w.cork.writeText(w.frames); err != nil {
 				return errWriteFailed

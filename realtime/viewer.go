@@ -27,3 +27,9 @@ func (v Viewer) CanSee(a data.Audience) bool {
 	}
 	return false
 }
+
+// canSeeEvent is the one rule of what a stream sends: never a control event, and an event
+// only to a viewer its audience admits.
+func (v Viewer) canSeeEvent(typ string, a data.Audience) bool {
+	return !data.IsControl(typ) && v.CanSee(a)
+}
