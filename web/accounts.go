@@ -176,11 +176,7 @@ func (h *Handler) listUsers(w http.ResponseWriter, r *http.Request, _ httprouter
 		h.fail(w, r, err)
 		return
 	}
-	out := make([]auth.ApiUser, len(users))
-	for i, u := range users {
-		out[i] = auth.NewApiUser(u)
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, apiUsers(users))
 }
 
 func (h *Handler) getUser(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {

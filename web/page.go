@@ -17,7 +17,6 @@ import (
 
 	"tidings/auth"
 	"tidings/data"
-	"tidings/realtime"
 )
 
 // static holds the browser client: its modules, style sheet and icon, and the page template.
@@ -230,10 +229,8 @@ func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, 
 	if err != nil {
 		return pageState{}, err
 	}
-	for _, u := range users {
-		state.Users = append(state.Users, auth.NewApiUser(u))
-	}
-	viewer := realtime.Viewer{SessionID: sess.ID, UserID: sess.Account.ID, Type: sess.Account.Type}
+	state.Users = apiUsers(users)
+	viewer := viewerOf(sess)
 	// Messages up to the watermark: the stream, opened from it, brings every later one.
 	evs, err := data.RecentEvents(ctx, h.deps.Pool, "message", mark, pageMessages, viewer.CanSee)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"tidings/auth"
+	"tidings/data"
 	"tidings/realtime"
 )
 
@@ -108,4 +109,18 @@ func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) (auth.Resoluti
 		h.clearCookie(w)
 	}
 	return res, nil
+}
+
+// viewerOf is what a session may see: the audience rules of realtime decide with it.
+func viewerOf(s *auth.ServerSession) realtime.Viewer {
+	return realtime.Viewer{SessionID: s.ID, UserID: s.Account.ID, Type: s.Account.Type}
+}
+
+// apiUsers is users as the API shows them.
+func apiUsers(users []data.User) []auth.ApiUser {
+	out := make([]auth.ApiUser, len(users))
+	for i, u := range users {
+		out[i] = auth.NewApiUser(u)
+	}
+	return out
 }

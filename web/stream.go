@@ -104,7 +104,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		}
 	}
 	if s := res.Session; s != nil {
-		opts.Viewer = realtime.Viewer{SessionID: s.ID, UserID: s.Account.ID, Type: s.Account.Type}
+		opts.Viewer = viewerOf(s)
 		opts.Publish = h.publisherFor(s.Account)
 		if res.Rotated {
 			opts.CloseAtOnce = &realtime.CloseSessionRotated
