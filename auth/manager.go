@@ -160,22 +160,19 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 
 	case !now.Before(row.ExpiresAt):
 		return Resolution{ClearCookie: true}, nil
-
-	case !now.Before(row.RotatesAt):
+	}
+	if row.PresentedAt == nil {
 		if err := data.MarkSessionPresented(ctx, tx, row.ID, now); err != nil {
 			return Resolution{}, err
 		}
+	}
+	if !now.Before(row.RotatesAt) {
 		// Streams opened with this session close with 4002 and reconnect onto the successor.
 		closeEv := data.CloseStreams{SessionIDs: []int64{row.ID}, Code: 4002, Reason: "session-rotated"}.Event()
 		if err := data.AppendControl(ctx, tx, closeEv); err != nil {
 			return Resolution{}, err
 		}
 		return m.rotate(ctx, tx, row, now)
-	}
-	if row.PresentedAt == nil {
-		if err := data.MarkSessionPresented(ctx, tx, row.ID, now); err != nil {
-			return Resolution{}, err
-		}
 	}
 	s, err := m.withAccount(ctx, tx, row)
 	return Resolution{Session: s}, err
@@ -186,10 +183,7 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 // request presenting the cookie would. Without this a page that only holds a stream would
 // leave its successor unpresented, and a thief's old cookie would pass for a lost response.
 func (m *Manager) Presented(ctx context.Context, s *ServerSession) error {
-	if err := data.MarkSessionPresented(ctx, m.pool, s.ID, m.cfg.Now()); err != nil {
-		return fmt.Errorf("mark session presented: %w", err)
-	}
-	return nil
+	return data.MarkSessionPresented(ctx, m.pool, s.ID, m.cfg.Now())
 }
 
 // rotate gives row a new successor session and returns it with its token.

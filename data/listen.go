@@ -10,7 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// EventsChannel is the NOTIFY channel that publish_events signals. Its payload is a hint only.
+// EventsChannel is the NOTIFY channel that every append (tidings_append_events) signals. Its
+// payload is a hint only.
 const EventsChannel = "events"
 
 // ListenerConfig configures Listen. The zero value of each field means its default.

@@ -74,8 +74,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 				log.Error("hub stopped", "err", err)
 			}
 		})
-		wg.Go(func() { every(hubCtx, cfg.pruneInterval, func() { prune(hubCtx, events, cfg.retention, log) }) })
-		wg.Go(func() { every(hubCtx, cfg.pruneInterval, func() { discard(hubCtx, sessions, log) }) })
+		wg.Go(func() {
+			every(hubCtx, cfg.pruneInterval, func() {
+				prune(hubCtx, events, cfg.retention, log)
+				discard(hubCtx, sessions, log)
+			})
+		})
 		if cfg.pprofAddr != "" {
 			stopPprof, err := servePprof(cfg.pprofAddr, log)
 			if err != nil {

@@ -100,22 +100,17 @@ func NewDatabase(t testing.TB) string {
 // NewPool returns a pgxpool.Pool on a fresh database (NewDatabase), closed in t.Cleanup.
 func NewPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	connString := NewDatabase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, connString)
+	pool, cleanup, err := CreateDatabase(ctx)
 	if err != nil {
-		t.Fatalf("datatest: open pool: %v", err)
+		t.Fatal(err)
 	}
-	// Registered after the drop, so it runs first.
 	t.Cleanup(func() {
-		if err := closePool(pool); err != nil {
-			t.Errorf("datatest: %v", err)
+		if err := cleanup(); err != nil {
+			t.Error(err)
 		}
 	})
-	if err := pool.Ping(ctx); err != nil {
-		t.Fatalf("datatest: ping: %v", err)
-	}
 	return pool
 }
 
@@ -149,10 +144,11 @@ func CreateDatabase(ctx context.Context) (pool *pgxpool.Pool, cleanup func() err
 		return nil, nil, errors.Join(fmt.Errorf("datatest: open pool: %w", err), drop())
 	}
 	cleanup = func() error {
+		var closeErr error
 		if err := closePool(pool); err != nil {
-			return errors.Join(fmt.Errorf("datatest: %w", err), drop())
+			closeErr = fmt.Errorf("datatest: %w", err)
 		}
-		return drop()
+		return errors.Join(closeErr, drop())
 	}
 	return pool, cleanup, nil
 }
