@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -119,31 +120,19 @@ func (m *Manager) Logout(ctx context.Context, token Token) error {
 		if err != nil {
 			return err
 		}
-		chain, err := data.SessionSuccessors(ctx, tx, row.ID)
+		successors, err := data.SessionSuccessors(ctx, tx, row.ID)
 		if err != nil {
 			return err
 		}
 		// The predecessors too: an old cookie must not come back as a lost rotation.
-		for p := row.PredecessorID; p != nil; {
-			prev, err := data.SessionByID(ctx, tx, *p)
-			if errors.Is(err, data.ErrNotFound) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			chain = append(chain, prev)
-			p = prev.PredecessorID
+		predecessors, err := data.SessionPredecessors(ctx, tx, row.ID)
+		if err != nil {
+			return err
 		}
-		now := m.cfg.Now()
-		var ids []int64
-		for _, s := range append([]data.SessionRow{row}, chain...) {
-			if s.RevokedAt == nil {
-				if err := data.RevokeSession(ctx, tx, s.ID, data.RevokedLogout, now); err != nil {
-					return err
-				}
-				ids = append(ids, s.ID)
-			}
+		chain := slices.Concat([]int64{row.ID}, successors, predecessors)
+		ids, err := data.RevokeSessions(ctx, tx, chain, data.RevokedLogout, m.cfg.Now())
+		if err != nil {
+			return err
 		}
 		if len(ids) == 0 {
 			return nil

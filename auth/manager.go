@@ -200,19 +200,13 @@ func (m *Manager) rotate(ctx context.Context, tx pgx.Tx, row data.SessionRow, no
 
 // revokeSuccessors revokes, as taken, every session rotated from id, and closes their streams.
 func (m *Manager) revokeSuccessors(ctx context.Context, tx pgx.Tx, id int64, now time.Time) error {
-	chain, err := data.SessionSuccessors(ctx, tx, id)
+	successors, err := data.SessionSuccessors(ctx, tx, id)
 	if err != nil {
 		return err
 	}
-	var ids []int64
-	for _, s := range chain {
-		if s.RevokedAt != nil {
-			continue
-		}
-		if err := data.RevokeSession(ctx, tx, s.ID, data.RevokedTaken, now); err != nil {
-			return err
-		}
-		ids = append(ids, s.ID)
+	ids, err := data.RevokeSessions(ctx, tx, successors, data.RevokedTaken, now)
+	if err != nil {
+		return err
 	}
 	// The old session stays on record, revoked too: presented again, it says session-taken.
 	if err := data.RevokeSession(ctx, tx, id, data.RevokedTaken, now); err != nil {

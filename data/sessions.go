@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -95,23 +96,49 @@ func RevokeSession(ctx context.Context, db DB, id int64, reason string, at time.
 	return nil
 }
 
-// SessionSuccessors returns every session rotated from id, directly or not, oldest first.
-func SessionSuccessors(ctx context.Context, db DB, id int64) ([]SessionRow, error) {
+// RevokeSessions revokes, for reason, those of ids that are not revoked yet, and returns them
+// in the order of ids.
+func RevokeSessions(ctx context.Context, db DB, ids []int64, reason string, at time.Time) ([]int64, error) {
+	rows, err := db.Query(ctx, "UPDATE sessions SET revoked_at = $3, revoked_reason = $2 WHERE id = ANY($1) AND revoked_at IS NULL RETURNING id", ids, reason, at)
+	if err != nil {
+		return nil, fmt.Errorf("revoke sessions: %w", err)
+	}
+	revoked, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("revoke sessions: %w", err)
+	}
+	return slices.DeleteFunc(slices.Clone(ids), func(id int64) bool { return !slices.Contains(revoked, id) }), nil
+}
+
+// SessionSuccessors returns the ids of every session rotated from id, directly or not, oldest
+// first.
+func SessionSuccessors(ctx context.Context, db DB, id int64) ([]int64, error) {
+	return sessionChain(ctx, db, id, "successor_id")
+}
+
+// SessionPredecessors returns the ids of every session that id was rotated from, directly or
+// not, newest first.
+func SessionPredecessors(ctx context.Context, db DB, id int64) ([]int64, error) {
+	return sessionChain(ctx, db, id, "predecessor_id")
+}
+
+// sessionChain follows link (successor_id or predecessor_id) from id, at most 1,000 steps.
+func sessionChain(ctx context.Context, db DB, id int64, link string) ([]int64, error) {
 	rows, err := db.Query(ctx, `
 		WITH RECURSIVE chain AS (
-			SELECT s.*, 1 AS depth FROM sessions s WHERE s.id = (SELECT successor_id FROM sessions WHERE id = $1)
+			SELECT s.id, s.`+link+` AS next, 1 AS depth FROM sessions s WHERE s.id = (SELECT `+link+` FROM sessions WHERE id = $1)
 			UNION ALL
-			SELECT s.*, c.depth + 1 FROM sessions s JOIN chain c ON s.id = c.successor_id WHERE c.depth < 1000
+			SELECT s.id, s.`+link+`, c.depth + 1 FROM sessions s JOIN chain c ON s.id = c.next WHERE c.depth < 1000
 		)
-		SELECT `+sessionColumns+` FROM chain ORDER BY depth`, id)
+		SELECT id FROM chain ORDER BY depth`, id)
 	if err != nil {
-		return nil, fmt.Errorf("read session successors: %w", err)
+		return nil, fmt.Errorf("read session chain: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SessionRow, error) { return scanSession(row) })
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("read session successors: %w", err)
+		return nil, fmt.Errorf("read session chain: %w", err)
 	}
-	return out, nil
+	return ids, nil
 }
 
 // DiscardOld deletes sessions past their discard time and login failures older than before,
