@@ -33,7 +33,7 @@ type writer struct {
 func (w *writer) run(first bool, head int64) (err error, parked bool) {
 	ctx := w.ctx
 	if first {
-		if err := w.write(ctx, w.opts.SessionFrame); err != nil {
+		if err := w.write(w.opts.SessionFrame); err != nil {
 			return nil, false // the peer is gone; the reader sees it too
 		}
 		if r := w.sub.closeReason(); r != nil {
@@ -51,7 +51,7 @@ func (w *writer) run(first bool, head int64) (err error, parked bool) {
 			return nil, false // the reader or the server ended the stream, or the socket failed
 		}
 		for _, c := range w.takeControls() {
-			if err := w.write(ctx, c); err != nil {
+			if err := w.write(c); err != nil {
 				return nil, false
 			}
 		}
@@ -134,31 +134,31 @@ func (w *writer) start(ctx context.Context, head int64) error {
 			return fmt.Errorf("read watermark: %w", err)
 		}
 		if *after > wm {
-			return w.reset(ctx, head)
+			return w.reset(head)
 		}
 		w.cursor = *after
 		head = *after
 	}
 	w.readyAt = head
-	return w.maybeReady(ctx)
+	return w.maybeReady()
 }
 
 // reset tells the client to refetch its state, and continues after head.
-func (w *writer) reset(ctx context.Context, head int64) error {
-	if err := w.write(ctx, watermarkFrame("reset", head)); err != nil {
+func (w *writer) reset(head int64) error {
+	if err := w.write(watermarkFrame("reset", head)); err != nil {
 		return err
 	}
 	w.cursor, w.readyAt = head, head
-	return w.maybeReady(ctx)
+	return w.maybeReady()
 }
 
 // maybeReady sends ready once the replay has reached readyAt.
-func (w *writer) maybeReady(ctx context.Context) error {
+func (w *writer) maybeReady() error {
 	if w.ready || w.cursor < w.readyAt {
 		return nil
 	}
 	w.ready = true
-	return w.write(ctx, watermarkFrame("ready", w.readyAt))
+	return w.write(watermarkFrame("ready", w.readyAt))
 }
 
 // step sends the next run of events, from the cache or, for ids older than it, from the table.
@@ -200,7 +200,7 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	w.sent = w.sent || sent > 0
 	w.hub.cfg.Metrics.sent(sent, buf[0].At, replay)
 	clear(buf[:n])
-	if err := w.maybeReady(ctx); err != nil {
+	if err := w.maybeReady(); err != nil {
 		return false, err
 	}
 	return true, w.release()
@@ -235,7 +235,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 		if w.sent || w.ready {
 			return errPruned // mid-replay: the client resumes, then gets reset
 		}
-		return w.reset(ctx, w.readyAt)
+		return w.reset(w.readyAt)
 	}
 	w.hold()
 	sent := 0
@@ -255,7 +255,7 @@ func (w *writer) replayPage(ctx context.Context) error {
 	w.sent = w.sent || sent > 0
 	w.hub.cfg.Metrics.sent(sent, time.Time{}, "table")
 	w.frames = w.frames[:0]
-	if err := w.maybeReady(ctx); err != nil {
+	if err := w.maybeReady(); err != nil {
 		return err
 	}
 	return w.release()
@@ -280,7 +280,7 @@ func (w *writer) fail(err error) error {
 }
 
 // write sends one frame: within the open burst, or in a burst of its own.
-func (w *writer) write(ctx context.Context, frame []byte) error {
+func (w *writer) write(frame []byte) error {
 	inBurst := w.held
 	w.hold()
 	if err := w.cork.writeText(frame); err != nil {
