@@ -180,18 +180,15 @@ func (l *load) run(ctx context.Context) (summary, error) {
 		jar, _ := cookiejar.New(nil)
 		sk := &socket{hc: &http.Client{Jar: jar, Transport: transports[i%len(transports)]}}
 		opened := time.Now()
-		var once sync.Once
+		var seen atomic.Bool
 		sk.s = l.srv.open(sk.hc, nil, hooks{ready: func() {
-			first := false
-			once.Do(func() {
-				first = true
-				l.record(&l.connect, time.Since(opened))
-				l.connected.Add(1)
-				ready <- struct{}{}
-			})
-			if !first {
+			if seen.Swap(true) {
 				l.reconnects.Add(1)
+				return
 			}
+			l.record(&l.connect, time.Since(opened))
+			l.connected.Add(1)
+			ready <- struct{}{}
 		}})
 		sockets[i] = sk
 		l.start(ctx, i, sk, nil)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -122,14 +121,12 @@ func (l *load) runStorm(ctx context.Context, sockets []*socket) (*stormSummary, 
 		replayedBefore, _ = metrics.replayed(ctx)
 	}
 	for i, sk := range sockets {
-		var once sync.Once
+		var seen atomic.Bool
 		sk.s = l.srv.open(sk.hc, sk.s, hooks{
 			opened: func() { st.opened(i) },
 			ended:  func() { st.ended.Add(1) },
 			ready: func() {
-				first := false
-				once.Do(func() { first = true })
-				if !first {
+				if seen.Swap(true) {
 					l.reconnects.Add(1)
 				}
 				st.mark(i, hasReady)
