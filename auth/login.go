@@ -35,28 +35,14 @@ func (m *Manager) Register(ctx context.Context, name, password string) (*ServerS
 	if !ValidName(name) || !ValidPassword(password) {
 		return nil, "", fmt.Errorf("%w: a name is 1-64 ASCII letters, digits, '-', '_' or '.', a password 8-1024 bytes", ErrInvalid)
 	}
-	hash, err := m.hasher.hash(password)
-	if err != nil {
-		return nil, "", err
-	}
 	var s *ServerSession
 	var token Token
-	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
-		u, err := data.CreateUser(ctx, tx, name, data.UserRegular, hash)
-		if err != nil {
-			return err
-		}
-		if err := emitUserUpdate(ctx, tx, u); err != nil {
-			return err
-		}
+	_, err := m.createUser(ctx, "register", name, password, data.UserRegular, func(tx pgx.Tx, u data.User) (err error) {
 		s, token, err = m.newSession(ctx, tx, u.ID, nil, m.cfg.Now())
 		return err
 	})
-	if errors.Is(err, data.ErrNameTaken) {
-		return nil, "", ErrNameTaken
-	}
 	if err != nil {
-		return nil, "", fmt.Errorf("register: %w", err)
+		return nil, "", err
 	}
 	return s, token, nil
 }

@@ -38,6 +38,12 @@ func (m *Manager) CreateUser(ctx context.Context, name, password string, typ dat
 	if !ValidName(name) || !ValidPassword(password) || !typ.Valid() {
 		return data.User{}, fmt.Errorf("%w: a name is 1-64 ASCII letters, digits, '-', '_' or '.', a password 8-1024 bytes, a type regular, crew or admin", ErrInvalid)
 	}
+	return m.createUser(ctx, "create user", name, password, typ, nil)
+}
+
+// createUser stores a user and emits user-update, then runs then, if set, in the same
+// transaction. A taken name is ErrNameTaken; other errors are wrapped with what.
+func (m *Manager) createUser(ctx context.Context, what, name, password string, typ data.UserType, then func(pgx.Tx, data.User) error) (data.User, error) {
 	hash, err := m.hasher.hash(password)
 	if err != nil {
 		return data.User{}, err
@@ -47,13 +53,19 @@ func (m *Manager) CreateUser(ctx context.Context, name, password string, typ dat
 		if u, err = data.CreateUser(ctx, tx, name, typ, hash); err != nil {
 			return err
 		}
-		return emitUserUpdate(ctx, tx, u)
+		if err := emitUserUpdate(ctx, tx, u); err != nil {
+			return err
+		}
+		if then != nil {
+			return then(tx, u)
+		}
+		return nil
 	})
 	if errors.Is(err, data.ErrNameTaken) {
 		return u, ErrNameTaken
 	}
 	if err != nil {
-		return u, fmt.Errorf("create user: %w", err)
+		return u, fmt.Errorf("%s: %w", what, err)
 	}
 	return u, nil
 }
