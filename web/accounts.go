@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -79,26 +80,18 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (h *Handler) register(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	body, err := readBody(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	name, password, err := ParseCredentials(body)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	s, token, err := h.deps.Auth.Register(r.Context(), name, password)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.setCookie(w, token, s.ExpiresAt)
-	writeJSON(w, http.StatusCreated, newApiSession(s))
+	h.signIn(w, r, http.StatusCreated, h.deps.Auth.Register)
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
+	h.signIn(w, r, http.StatusOK, func(ctx context.Context, name, password string) (*auth.ServerSession, auth.Token, error) {
+		return h.deps.Auth.Login(ctx, name, password, addr)
+	})
+}
+
+// signIn reads credentials, opens a session with them, and answers status with its cookie.
+func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, status int, open func(ctx context.Context, name, password string) (*auth.ServerSession, auth.Token, error)) {
 	body, err := readBody(r)
 	if err != nil {
 		h.fail(w, r, err)
@@ -109,14 +102,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 		h.fail(w, r, err)
 		return
 	}
-	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
-	s, token, err := h.deps.Auth.Login(r.Context(), name, password, addr)
+	s, token, err := open(r.Context(), name, password)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	h.setCookie(w, token, s.ExpiresAt)
-	writeJSON(w, http.StatusOK, newApiSession(s))
+	writeJSON(w, status, newApiSession(s))
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
