@@ -139,6 +139,31 @@ func (s *Events) Watermark(ctx context.Context) (int64, error) {
 	return last, nil
 }
 
+// Bounds is where the log stands, read in one snapshot.
+type Bounds struct {
+	// Watermark: every event with an id at or below it has committed, and no event with a
+	// lower id can appear later.
+	Watermark int64
+	// PrunedThrough: retention has deleted every event with an id at or below it. A client
+	// that resumes after a smaller id has lost events.
+	PrunedThrough int64
+	// Time is when the event asked for was stored; nil when the log does not hold it.
+	Time *time.Time
+}
+
+// Bounds reads the watermark, what retention has removed, and the time of event id (0 asks
+// for none), in one statement: one snapshot, one round trip.
+func (s *Events) Bounds(ctx context.Context, id int64) (Bounds, error) {
+	var b Bounds
+	err := s.pool.QueryRow(ctx, `
+		SELECT s.last_id, f.pruned_through, (SELECT time FROM events WHERE id = $1)
+		FROM event_log_state s, event_log_floor f`, id).Scan(&b.Watermark, &b.PrunedThrough, &b.Time)
+	if err != nil {
+		return b, fmt.Errorf("read the log's bounds: %w", err)
+	}
+	return b, nil
+}
+
 // After returns up to limit events with ids greater than after, in id order. Because writers
 // are serialized on the counter row, what it returns is always a gapless run unless retention
 // pruned events: the first id differs from after+1 exactly when events after `after` are gone.
@@ -228,7 +253,12 @@ func pruneOnce(ctx context.Context, conn *pgx.Conn, cutoff time.Time, batch int)
 			return err
 		}
 		tag, err := tx.Exec(ctx, "DELETE FROM events WHERE id <= $1", through)
+		if err != nil {
+			return err
+		}
 		deleted = tag.RowsAffected()
+		// Every node learns from here that ids up to through are gone, whatever it caches.
+		_, err = tx.Exec(ctx, "UPDATE event_log_floor SET pruned_through = greatest(pruned_through, $1)", through)
 		return err
 	})
 	if err != nil {

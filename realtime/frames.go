@@ -19,6 +19,7 @@ type Event struct {
 	Audience data.Audience
 	Wire     []byte    // {"type":"event","id":…,"event":{…}} as a WebSocket text frame, header included: what sockets are sent
 	At       time.Time // when the hub read it
+	Time     time.Time // when it was stored: tells it from another event with its id
 	// Control is set for control events, which no client sees; Close is what one asks.
 	Control bool
 	Close   *data.CloseStreams
@@ -27,7 +28,7 @@ type Event struct {
 // NewEvent encodes a stored event into the frame that every stream sends.
 func NewEvent(e data.Event) *Event {
 	if data.IsControl(e.Type) {
-		ev := &Event{ID: e.ID, Type: e.Type, Control: true, At: time.Now()}
+		ev := &Event{ID: e.ID, Type: e.Type, Control: true, At: time.Now(), Time: e.Time}
 		if e.Type == data.ControlCloseStreams {
 			var c data.CloseStreams
 			if json.Unmarshal(e.Data, &c) == nil {
@@ -38,7 +39,7 @@ func NewEvent(e data.Event) *Event {
 	}
 	payload := AppendEventFrame(nil, e)
 	wire := appendWireFrame(make([]byte, 0, len(payload)+10), payload)
-	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Wire: wire, At: time.Now()}
+	return &Event{ID: e.ID, Type: e.Type, Audience: e.Audience, Wire: wire, At: time.Now(), Time: e.Time}
 }
 
 // appendWireFrame appends payload as one unmasked, unfragmented WebSocket text frame (RFC 6455

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"tidings/data"
 )
 
@@ -21,8 +19,9 @@ import (
 type Store interface {
 	// After returns up to limit events with ids above after, in id order.
 	After(ctx context.Context, after int64, limit int) ([]data.Event, error)
-	// Watermark returns the id at or below which every event has committed.
-	Watermark(ctx context.Context) (int64, error)
+	// Bounds returns, in one snapshot, the watermark (every event at or below it has
+	// committed), what retention has pruned, and the time of event id (0: none).
+	Bounds(ctx context.Context, id int64) (data.Bounds, error)
 	// Listen relays the log's wake-ups until ctx ends.
 	Listen(ctx context.Context, cfg data.ListenerConfig, report func(data.ListenerState)) error
 }
@@ -33,6 +32,10 @@ type HubConfig struct {
 	CacheSize int
 	// PageSize is how many events one read of the table returns (default 1,000).
 	PageSize int
+	// TableReplays bounds the streams of this node that read the table at once (default 4):
+	// the others wait their turn, so that a burst that leaves every stream behind the cache
+	// does not send them all to the database together.
+	TableReplays int
 	// Poll is the safety-net interval at which the hub reads the table without a notification
 	// (default 1s).
 	Poll time.Duration
@@ -54,21 +57,31 @@ type Hub struct {
 	ready chan struct{} // closed once head is known
 
 	listening atomic.Bool  // the LISTEN connection is up
+	recheck   atomic.Bool  // the listener reconnected: check the history before reading on
 	writers   atomic.Int64 // streams with a writer goroutine running
 	restarts  atomic.Int64 // writer goroutines started for parked streams
+	rewinds   atomic.Int64 // times the log was found to have gone back in time
+
+	// The newest event a stream of this node read from the table: a stream can be ahead of
+	// the hub, and a log that goes back in time must be noticed for it too.
+	seenMu   sync.Mutex
+	seenID   int64     // guarded by seenMu
+	seenTime time.Time // guarded by seenMu
 
 	shard   int             // deliverShard; smaller in tests
 	targets []*Subscription // owned by Run: the subscriptions one advance delivers to
 	out     outPage         // owned by Run: the page one advance delivers
 
 	accounts accountBuckets // publish limits shared by each account's streams
+	bounds   *sharedBounds  // the reads of "now" that opening streams share
+	replays  chan struct{}  // a slot per table replay running; capacity TableReplays
 
 	mu sync.RWMutex
 	// Every event <= head is in the log and was read. Written under mu (with the ring), and
 	// stored before the streams hear of it; read without mu where a moment's staleness is fine.
 	head     atomic.Int64
 	ring     []*Event                   // guarded by mu: the most recent events; ring[id%len] holds id
-	oldest   int64                      // guarded by mu: smallest id in ring (head+1 when empty)
+	oldest   int64                      // guarded by mu: smallest id in ring (head+1 when empty); never one retention pruned
 	subs     map[*Subscription]struct{} // guarded by mu
 	shutdown bool                       // guarded by mu
 	// Guarded by mu: the streams of each session and user, for control events, and the most
@@ -89,6 +102,9 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 1000
 	}
+	if cfg.TableReplays <= 0 {
+		cfg.TableReplays = 4
+	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
@@ -107,7 +123,10 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		ready: make(chan struct{}),
 		ring:  make([]*Event, cfg.CacheSize),
 		shard: deliverShard,
-		subs:  map[*Subscription]struct{}{},
+
+		bounds:  newSharedBounds(store),
+		replays: make(chan struct{}, cfg.TableReplays),
+		subs:    map[*Subscription]struct{}{},
 
 		bySession: map[int64]map[*Subscription]struct{}{},
 		byUser:    map[int64]map[*Subscription]struct{}{},
@@ -132,6 +151,9 @@ func (h *Hub) Run(ctx context.Context) error {
 			if h.listening.Swap(up) != up {
 				h.cfg.Metrics.listener(up)
 			}
+			if s == data.ListenerUp { // after a (re)connect, also check the history itself
+				h.recheck.Store(true)
+			}
 			if up { // on (re)connect catch up; on notify read
 				h.Wake()
 			}
@@ -141,13 +163,21 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer poll.Stop()
 	failing := false
 	for {
+		check := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-h.wake:
 		case <-poll.C:
+			check = true
 		}
-		err := h.catchUp(ctx)
+		var err error
+		if check || h.recheck.Swap(false) || h.streamAhead() {
+			err = h.checkHistory(ctx, false)
+		}
+		if err == nil {
+			err = h.catchUp(ctx)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil && !failing:
 			h.log.Error("read event log", "err", err)
@@ -161,10 +191,10 @@ func (h *Hub) Run(ctx context.Context) error {
 
 // start waits for the database and loads the recent past into the cache.
 func (h *Hub) start(ctx context.Context) error {
-	var head int64
+	var b data.Bounds
 	for {
 		var err error
-		if head, err = h.store.Watermark(ctx); err == nil {
+		if b, err = h.store.Bounds(ctx, 0); err == nil {
 			break
 		}
 		h.log.Error("read watermark; retrying", "err", err)
@@ -174,13 +204,14 @@ func (h *Hub) start(ctx context.Context) error {
 		case <-time.After(h.cfg.Poll):
 		}
 	}
+	head := b.Watermark
 	h.mu.Lock()
 	h.head.Store(head)
 	h.oldest = head + 1
 	h.mu.Unlock()
 	// Warm the cache with the recent past, so that clients reconnecting after a restart replay
 	// from memory. Best effort: on failure the cache simply starts empty.
-	from := max(0, head-int64(len(h.ring)))
+	from := max(b.PrunedThrough, head-int64(len(h.ring)))
 	var warm []*Event
 	for from < head {
 		evs, err := h.store.After(ctx, from, h.cfg.PageSize)
@@ -220,11 +251,24 @@ func (h *Hub) Wake() {
 
 // catchUp reads every event above head, page by page, and publishes each page to the streams.
 func (h *Hub) catchUp(ctx context.Context) error {
-	for {
+	for first := true; ; first = false {
 		head := h.head.Load()
-		evs, err := h.store.After(ctx, head, h.cfg.PageSize)
+		// The first read starts at the head's own event when the cache holds it: if the log
+		// went back in time and grew past the head again, that event is another one now.
+		known := h.known(head)
+		from := head
+		if first && known != nil {
+			from = head - 1
+		}
+		evs, err := h.store.After(ctx, from, h.cfg.PageSize)
 		if err != nil {
 			return err
+		}
+		if from < head && len(evs) > 0 && evs[0].ID == head {
+			if !evs[0].Time.Equal(known.Time) {
+				return h.checkHistory(ctx, true)
+			}
+			evs = evs[1:]
 		}
 		if len(evs) == 0 {
 			return nil
@@ -234,11 +278,24 @@ func (h *Hub) catchUp(ctx context.Context) error {
 			page[i] = NewEvent(e)
 		}
 		if page[0].ID != head+1 {
-			// Only retention removes events, and only the oldest: the hub was down for longer
-			// than the retention. Streams that need the missing ids get reset.
+			// Retention removes the oldest events: the hub was behind for longer than the
+			// retention. Streams that need the missing ids get reset.
 			h.log.Warn("event log was pruned past the hub's head", "head", head, "next", page[0].ID)
 		}
-		h.advance(page)
+		// The log is gapless unless someone deleted events by hand: each run of consecutive
+		// ids goes into the cache on its own, so that the cache never holds a slot for an id
+		// the table lacks. A stream that needs a missing id reads the table and is reset.
+		for len(page) > 0 {
+			n := 1
+			for n < len(page) && page[n].ID == page[n-1].ID+1 {
+				n++
+			}
+			if n < len(page) {
+				h.log.Warn("event log has a hole", "after", page[n-1].ID, "next", page[n].ID)
+			}
+			h.advance(page[:n:n])
+			page = page[n:]
+		}
 		if len(evs) < h.cfg.PageSize {
 			return nil
 		}
@@ -287,6 +344,11 @@ const deliverShard = 128
 // is a system call of several microseconds, so with many streams the page is handed out by up
 // to GOMAXPROCS goroutines at once: the last socket hears of an event that much sooner.
 func (h *Hub) deliver(targets []*Subscription) int {
+	return h.deliverWith(targets, min(runtime.GOMAXPROCS(0), len(targets)/h.shard))
+}
+
+// deliverWith is deliver by the given number of goroutines.
+func (h *Hub) deliverWith(targets []*Subscription, workers int) int {
 	deliverTo := func(subs []*Subscription) int {
 		sent := 0
 		for _, s := range subs {
@@ -298,24 +360,29 @@ func (h *Hub) deliver(targets []*Subscription) int {
 		}
 		return sent
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(targets)/h.shard)
 	if workers <= 1 {
 		return deliverTo(targets)
 	}
 	var wg sync.WaitGroup
 	sent := make([]int, workers)
-	per := (len(targets) + workers - 1) / workers
 	for i := 1; i < workers; i++ {
-		chunk := targets[i*per : min(len(targets), (i+1)*per)]
-		wg.Go(func() { sent[i] = deliverTo(chunk) })
+		lo, hi := chunk(len(targets), workers, i)
+		wg.Go(func() { sent[i] = deliverTo(targets[lo:hi]) })
 	}
-	sent[0] = deliverTo(targets[:per])
+	lo, hi := chunk(len(targets), workers, 0)
+	sent[0] = deliverTo(targets[lo:hi])
 	wg.Wait()
 	total := 0
 	for _, n := range sent {
 		total += n
 	}
 	return total
+}
+
+// chunk returns the bounds of the i-th of workers nearly equal, contiguous parts of n items:
+// every item falls in exactly one part, and no part reaches past n.
+func chunk(n, workers, i int) (lo, hi int) {
+	return i * n / workers, (i + 1) * n / workers
 }
 
 // outPage is a page of events as the hub writes it to parked streams: the frames of all its
@@ -352,27 +419,27 @@ func (h *Hub) controlLocked(e *Event) {
 	if len(h.controls) > maxRecentControls {
 		h.controls = append(h.controls[:0:0], h.controls[len(h.controls)-maxRecentControls/2:]...)
 	}
-	r := CloseReason{websocket.StatusCode(e.Close.Code), e.Close.Reason}
-	for _, id := range e.Close.SessionIDs {
-		for s := range h.bySession[id] {
-			s.Close(r)
+	// A stream whose session was read after this event already reflects it: closedBy says no.
+	closeNamed := func(index map[int64]map[*Subscription]struct{}, ids []int64) {
+		for _, id := range ids {
+			for s := range index[id] {
+				if r := s.closedBy(e); r != nil {
+					s.Close(*r)
+				}
+			}
 		}
 	}
-	for _, id := range e.Close.UserIDs {
-		for s := range h.byUser[id] {
-			s.Close(r)
-		}
-	}
+	closeNamed(h.bySession, e.Close.SessionIDs)
+	closeNamed(h.byUser, e.Close.UserIDs)
 }
 
-// closesLocked returns the close that a remembered control event after `since` asks of s.
-func (h *Hub) closesLocked(s *Subscription, since int64) *CloseReason {
-	// Controls are remembered in id order: start at the first one after since.
-	i, _ := slices.BinarySearchFunc(h.controls, since+1, func(e *Event, id int64) int { return cmp.Compare(e.ID, id) })
+// closesLocked returns the close that a remembered control event asks of s.
+func (h *Hub) closesLocked(s *Subscription) *CloseReason {
+	// Controls are remembered in id order: start at the first one after s's cut-off.
+	i, _ := slices.BinarySearchFunc(h.controls, s.cutoff+1, func(e *Event, id int64) int { return cmp.Compare(e.ID, id) })
 	for _, e := range h.controls[i:] {
-		if (s.sessionID != 0 && slices.Contains(e.Close.SessionIDs, s.sessionID)) ||
-			(s.userID != 0 && slices.Contains(e.Close.UserIDs, s.userID)) {
-			return &CloseReason{websocket.StatusCode(e.Close.Code), e.Close.Reason}
+		if r := s.closedBy(e); r != nil {
+			return r
 		}
 	}
 	return nil
@@ -424,10 +491,10 @@ func (h *Hub) Shutdown() {
 
 // subscribe registers a stream's wake-ups and returns the head at that moment: every event
 // after it will wake the subscription. The viewer's session and user make it reachable by
-// control events; one after `since` (the head before the viewer's session was read) that
-// names them closes it at once. It waits for the hub to be ready.
+// control events; one after cutoff (the watermark read with the viewer's session) that names
+// them closes it, at once if the hub has read it already. It waits for the hub to be ready.
 // With a nil stream the subscription is only woken (the fan-out benchmark's subscribers).
-func (h *Hub) subscribe(ctx context.Context, v Viewer, since int64, st *stream) (*Subscription, int64, error) {
+func (h *Hub) subscribe(ctx context.Context, v Viewer, cutoff int64, st *stream) (*Subscription, int64, error) {
 	select {
 	case <-h.ready:
 	default:
@@ -437,7 +504,7 @@ func (h *Hub) subscribe(ctx context.Context, v Viewer, since int64, st *stream) 
 			return nil, 0, ctx.Err()
 		}
 	}
-	s := &Subscription{hub: h, stream: st, sessionID: v.SessionID, userID: v.UserID}
+	s := &Subscription{hub: h, stream: st, sessionID: v.SessionID, userID: v.UserID, cutoff: cutoff}
 	if st == nil {
 		s.wake = make(chan struct{}, 1)
 	}
@@ -449,7 +516,7 @@ func (h *Hub) subscribe(ctx context.Context, v Viewer, since int64, st *stream) 
 	h.subs[s] = struct{}{}
 	addIndex(h.bySession, s.sessionID, s)
 	addIndex(h.byUser, s.userID, s)
-	if r := h.closesLocked(s, since); r != nil {
+	if r := h.closesLocked(s); r != nil {
 		s.Close(*r)
 	}
 	return s, h.head.Load(), nil
@@ -479,4 +546,105 @@ func (h *Hub) Subscribers() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return len(h.subs)
+}
+
+// checkHistory compares the hub with the log itself: what retention pruned leaves the cache
+// (no node replays an id the table no longer holds), and a log that went back in time (a
+// restored backup, a failover that lost the last commits) is noticed: either the watermark is
+// below the hub's head, or the event at the head is another one than the hub read (or the
+// caller found so already: rewound).
+func (h *Hub) checkHistory(ctx context.Context, rewound bool) error {
+	head := h.head.Load()
+	// The newest event anyone on this node has seen, and its time if known.
+	ref, refTime := head, time.Time{}
+	if e := h.known(head); e != nil {
+		refTime = e.Time
+	}
+	h.seenMu.Lock()
+	if h.seenID > ref {
+		ref, refTime = h.seenID, h.seenTime
+	}
+	h.seenMu.Unlock()
+	b, err := h.store.Bounds(ctx, ref)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.oldest = max(h.oldest, b.PrunedThrough+1)
+	switch {
+	case rewound, b.Watermark < ref:
+	case !refTime.IsZero() && b.Time != nil && !refTime.Equal(*b.Time):
+	default:
+		return nil
+	}
+	h.log.Error("the event log went back in time (a restored backup, or a failover that lost commits): closing every stream so that clients resync",
+		"head", head, "watermark", b.Watermark)
+	// Forget everything the hub read: events with those ids may be other events now. Every
+	// stream closes, and starts again from the database.
+	clear(h.ring)
+	h.controls = nil
+	h.oldest = b.Watermark + 1
+	h.head.Store(b.Watermark)
+	h.cfg.Metrics.advanced(b.Watermark, 0)
+	h.rewinds.Add(1)
+	h.seenMu.Lock()
+	h.seenID, h.seenTime = 0, time.Time{}
+	h.seenMu.Unlock()
+	// A client that saw an id above the watermark gets reset when it comes back.
+	for s := range h.subs {
+		s.Close(CloseInternal)
+	}
+	return nil
+}
+
+// known returns the cached event with id, nil when the cache does not hold it.
+func (h *Hub) known(id int64) *Event {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.knownLocked(id)
+}
+
+func (h *Hub) knownLocked(id int64) *Event {
+	if id <= 0 || id < h.oldest || id > h.head.Load() {
+		return nil
+	}
+	return h.ring[id%int64(len(h.ring))]
+}
+
+// noteSeen records the newest event a stream read from the table.
+func (h *Hub) noteSeen(e data.Event) {
+	h.seenMu.Lock()
+	if e.ID > h.seenID {
+		h.seenID, h.seenTime = e.ID, e.Time
+	}
+	h.seenMu.Unlock()
+}
+
+// streamAhead reports whether a stream of this node has read events the hub has not: they are
+// checked against the log with the hub's next read.
+func (h *Hub) streamAhead() bool {
+	h.seenMu.Lock()
+	defer h.seenMu.Unlock()
+	return h.seenID > h.head.Load()
+}
+
+// Rewinds returns how many times this hub found that the log went back in time.
+func (h *Hub) Rewinds() int64 { return h.rewinds.Load() }
+
+// replaySlot waits for a turn to read the table (TableReplays run at once per node) and returns
+// its release.
+func (h *Hub) replaySlot(ctx context.Context) (release func(), err error) {
+	select {
+	case h.replays <- struct{}{}:
+	default:
+		h.cfg.Metrics.replayWaiting(1)
+		defer h.cfg.Metrics.replayWaiting(-1)
+		select {
+		case h.replays <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return func() { <-h.replays }, nil
 }

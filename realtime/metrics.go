@@ -20,6 +20,7 @@ type Metrics struct {
 	deliveryLatency prometheus.Histogram
 	writers         prometheus.Gauge
 	writerStarts    prometheus.Counter
+	replaysWaiting  prometheus.Gauge
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg.
@@ -60,8 +61,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		writerStarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tidings_stream_writer_starts_total", Help: "Writer goroutines started for parked streams: a socket that did not take an event at once, a reply, a ping or a close.",
 		}),
+		replaysWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tidings_table_replays_waiting", Help: "Streams waiting for a turn to read the event table (HubConfig.TableReplays run at once).",
+		}),
 	}
-	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts)
+	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting)
 	return m
 }
 
@@ -125,5 +129,12 @@ func (m *Metrics) writer(delta int, restart bool) {
 	m.writers.Add(float64(delta))
 	if restart {
 		m.writerStarts.Inc()
+	}
+}
+
+// replayWaiting counts a stream starting (+1) or ending (-1) a wait for a table replay slot.
+func (m *Metrics) replayWaiting(delta int) {
+	if m != nil {
+		m.replaysWaiting.Add(float64(delta))
 	}
 }

@@ -29,6 +29,9 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *websocket.AcceptOption
 	if err != nil {
 		return nil, err
 	}
+	hw.cork.mu.Lock()
+	hw.cork.framing = true // from here on, every write of the library is one frame
+	hw.cork.mu.Unlock()
 	return &Socket{ws: ws, cork: hw.cork}, nil
 }
 
@@ -83,11 +86,21 @@ type corkConn struct {
 
 	unread []byte // owned by the reader: bytes read by net/http past the request
 
-	mu     sync.Mutex
-	buf    *[]byte // guarded by mu: non-nil while corked
-	rest   []byte  // guarded by mu: the unsent end of a frame that tryWrite began
-	failed error   // guarded by mu: a held-back write that failed
+	mu      sync.Mutex
+	buf     *[]byte       // guarded by mu: non-nil while corked
+	timeout time.Duration // guarded by mu: while corked, the time each write may take
+	rest    []byte        // guarded by mu: the unsent end of a frame that tryWrite began
+	failed  error         // guarded by mu: a held-back write that failed, or errCloseSent
+	framing bool          // guarded by mu: the upgrade is done; the library writes whole frames
 }
+
+// errCloseSent refuses every write after a Close frame (RFC 6455 section 5.5.1).
+var errCloseSent = errors.New("realtime: a close frame was sent")
+
+// isCloseFrame reports whether p, a write of the library after the upgrade, is a Close frame.
+// coder/websocket writes each control frame (ping, pong, close) whole, in one write; the
+// stream's own frames never pass here.
+func isCloseFrame(p []byte) bool { return len(p) >= 2 && p[0]&0x0F == 0x8 }
 
 func (c *corkConn) Read(p []byte) (int, error) {
 	if len(c.unread) > 0 {
@@ -98,28 +111,49 @@ func (c *corkConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Write is the library's: the 101 response, then pings, pongs and the Close frame. A Close
+// leaves at once, after whatever was held back before it, and nothing may follow it.
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.failed != nil {
 		return 0, c.failed
 	}
-	if c.buf == nil {
-		if err := c.flushRestLocked(); err != nil {
+	closing := c.framing && isCloseFrame(p)
+	if c.buf == nil || closing {
+		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		return c.Conn.Write(p)
+		n, err := c.writeLocked(p)
+		if closing {
+			c.failed = errCloseSent
+		}
+		return n, err
 	}
 	if len(*c.buf)+len(p) > corkLimit {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
 		if len(p) > corkLimit/2 {
-			return c.Conn.Write(p)
+			return c.writeLocked(p)
 		}
 	}
 	*c.buf = append(*c.buf, p...)
 	return len(p), nil
+}
+
+// writeLocked writes p to the connection. While corked, each write gets the whole write
+// timeout of its own: a client that reads steadily, however slowly, is never cut off in the
+// middle of a burst; whether it keeps up is the lag rule's to judge, with a close frame.
+func (c *corkConn) writeLocked(p []byte) (int, error) {
+	if c.buf != nil {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.failed = err
+	}
+	return n, err
 }
 
 // flushRestLocked finishes the frame that tryWrite began: nothing else may go before it.
@@ -127,36 +161,30 @@ func (c *corkConn) flushRestLocked() error {
 	if len(c.rest) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(c.rest)
+	_, err := c.writeLocked(c.rest)
 	c.rest = nil
-	if err != nil {
-		c.failed = err
-	}
 	return err
 }
 
-// flushLocked writes what is held back.
+// flushLocked writes what is held back, if anything.
 func (c *corkConn) flushLocked() error {
 	if err := c.flushRestLocked(); err != nil {
 		return err
 	}
-	if len(*c.buf) == 0 {
+	if c.buf == nil || len(*c.buf) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(*c.buf)
+	_, err := c.writeLocked(*c.buf)
 	*c.buf = (*c.buf)[:0]
-	if err != nil {
-		c.failed = err
-	}
 	return err
 }
 
-// hold starts holding writes back; every write until release must finish within timeout.
+// hold starts holding writes back; each write until release must finish within timeout.
 func (c *corkConn) hold(timeout time.Duration) {
 	c.mu.Lock()
 	if c.buf == nil {
 		c.buf = corkBufs.Get().(*[]byte)
-		c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		c.timeout = timeout
 	}
 	c.mu.Unlock()
 }
@@ -192,11 +220,8 @@ func (c *corkConn) writeWire(frame []byte) error {
 			return err
 		}
 		if len(frame) > corkLimit/2 {
-			if _, err := c.Conn.Write(frame); err != nil {
-				c.failed = err
-				return err
-			}
-			return nil
+			_, err := c.writeLocked(frame)
+			return err
 		}
 	}
 	*c.buf = append(*c.buf, frame...)

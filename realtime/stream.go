@@ -90,7 +90,7 @@ type StreamOptions struct {
 	Viewer Viewer
 	// SessionFrame is the first frame, already encoded.
 	SessionFrame []byte
-	// LastEventID is where the client is; nil starts live from the head.
+	// LastEventID is where the client is; nil starts live from the watermark.
 	LastEventID *int64
 	// Publish handles publish frames; nil refuses them as unauthenticated.
 	Publish PublishFunc
@@ -100,9 +100,12 @@ type StreamOptions struct {
 	// or expiry).
 	CloseAt       time.Time
 	CloseAtReason CloseReason
-	// CheckedAt is the hub's head read before the viewer's session was: control events after
-	// it that name the session or user close the stream.
-	CheckedAt int64
+	// Watermark, when set, is the log's watermark read with the viewer's session (in the same
+	// transaction, after its rows were locked): the stream replays up to it before ready, and
+	// it is the cut-off for control events: one after it that names the session or user closes
+	// the stream, one at or below it is reflected in the viewer already. Nil: the stream reads
+	// the watermark itself when it opens; a signed-in viewer must come with one.
+	Watermark *int64
 }
 
 // stream is one socket's delivery state.
@@ -153,7 +156,11 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	defer cancel()
 	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, ctx: ctx, cancel: cancel}
 	s.w = &writer{stream: s}
-	sub, head, err := h.subscribe(ctx, opts.Viewer, opts.CheckedAt, s)
+	var cutoff int64
+	if opts.Watermark != nil {
+		cutoff = *opts.Watermark
+	}
+	sub, _, err := h.subscribe(ctx, opts.Viewer, cutoff, s)
 	if err != nil {
 		if errors.Is(err, errShutdown) {
 			conn.Close(CloseGoingAway.Code, CloseGoingAway.Reason)
@@ -180,7 +187,7 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	})
 	defer s.ping.Stop()
 	s.startDrive(false)
-	go s.drive(true, head)
+	go s.drive(true)
 	readErr := s.readLoop(ctx)
 	cancel()
 	s.mu.Lock()
@@ -207,13 +214,13 @@ func (s *stream) startDrive(restart bool) {
 }
 
 // drive runs the writer until it parks the stream or ends it.
-func (s *stream) drive(first bool, head int64) {
+func (s *stream) drive(first bool) {
 	defer func() {
 		s.hub.writers.Add(-1)
 		s.hub.cfg.Metrics.writer(-1, false)
 		s.drives.Done()
 	}()
-	err, parked := s.w.run(first, head)
+	err, parked := s.w.run(first)
 	if parked {
 		return
 	}
@@ -237,7 +244,7 @@ func (s *stream) kick() {
 func (s *stream) unparkLocked() {
 	s.parked = false
 	s.startDrive(true)
-	go s.drive(false, 0)
+	go s.drive(false)
 }
 
 // runLimit bounds the bytes the hub offers a socket in one write, so that a socket that takes

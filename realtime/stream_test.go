@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,18 +37,36 @@ func newStreamServer(t *testing.T, cfg StreamConfig) *streamServer {
 // newStreamServerOn is newStreamServer with the hub reading store.
 func newStreamServerOn(t *testing.T, pool *pgxpool.Pool, store Store, cfg StreamConfig) *streamServer {
 	t.Helper()
-	hub := NewHub(store, HubConfig{Poll: time.Hour})
+	return startStreamServer(t, pool, store, HubConfig{}, cfg, nil)
+}
+
+// startStreamServer is a stream server with every setting: the hub's config (its poll is an
+// hour unless set), and the options of each stream, decided from its request (nil: an anonymous
+// stream with the request's lastEventId).
+func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubConfig, cfg StreamConfig, optsFor func(*http.Request) StreamOptions) *streamServer {
+	t.Helper()
+	if hcfg.Poll == 0 {
+		hcfg.Poll = time.Hour
+	}
+	hub := NewHub(store, hcfg)
 	hub.shard = 4 // hand pages out in parallel, as to thousands of streams
 	ctx, cancel := context.WithCancel(context.Background())
 	var run sync.WaitGroup
 	run.Go(func() { hub.Run(ctx) })
 	s := &streamServer{hub: hub, pool: pool, served: make(chan error, 100)}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		opts := StreamOptions{LastEventID: lastEventIDOf(r)}
+		if optsFor != nil {
+			opts = optsFor(r)
+		}
+		if opts.SessionFrame == nil {
+			opts.SessionFrame = []byte(`{"type":"session","session":null}`)
+		}
 		sock, err := Accept(w, r, nil)
 		if err != nil {
 			return
 		}
-		s.served <- hub.Serve(r.Context(), sock, cfg, StreamOptions{SessionFrame: []byte(`{"type":"session","session":null}`)})
+		s.served <- hub.Serve(r.Context(), sock, cfg, opts)
 	}))
 	t.Cleanup(func() {
 		hub.Shutdown()
@@ -58,6 +77,20 @@ func newStreamServerOn(t *testing.T, pool *pgxpool.Pool, store Store, cfg Stream
 	<-hub.Ready()
 	s.url = "ws" + strings.TrimPrefix(srv.URL, "http")
 	return s
+}
+
+// lastEventIDOf is the request's lastEventId, nil when absent (the web package parses it
+// strictly; tests send only good ones).
+func lastEventIDOf(r *http.Request) *int64 {
+	v := r.URL.Query().Get("lastEventId")
+	if v == "" {
+		return nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return &n
 }
 
 // dial opens a live stream and reads its session and ready frames.

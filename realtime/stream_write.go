@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"tidings/data"
 )
 
 // errPruned means the events a stream needs next were removed by retention.
@@ -25,12 +27,15 @@ type writer struct {
 	sent    bool  // an event frame was written
 	held    bool  // a burst is open: frames are held back until release
 	frames  []byte
+	// overSince is when the live stream was first seen more than MaxLag behind with its
+	// oldest waiting event gone from the cache (zero: it is not).
+	overSince time.Time
 }
 
 // run makes the stream's writes until it can park the stream (it returns parked) or the stream
-// is over. The first run sends the session frame, then starts the replay from head. Every run
-// sends control replies, pings, the close, and events until the stream is current.
-func (w *writer) run(first bool, head int64) (err error, parked bool) {
+// is over. The first run sends the session frame, then decides where the stream starts. Every
+// run sends control replies, pings, the close, and events until the stream is current.
+func (w *writer) run(first bool) (err error, parked bool) {
 	ctx := w.ctx
 	if first {
 		if err := w.write(w.opts.SessionFrame); err != nil {
@@ -39,7 +44,7 @@ func (w *writer) run(first bool, head int64) (err error, parked bool) {
 		if r := w.sub.closeReason(); r != nil {
 			return w.close(*r), false
 		}
-		if err := w.start(ctx, head); err != nil {
+		if err := w.start(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, false
 			}
@@ -110,45 +115,42 @@ func (w *writer) park() bool {
 	return true
 }
 
-// start decides where the stream begins (PROTOCOL.md section 2): live from head when no
-// lastEventId was given, a reset when the client is ahead of the log, otherwise a replay up to
-// head, and sends ready at once when there is nothing to replay.
-func (w *writer) start(ctx context.Context, head int64) error {
+// start decides where the stream begins (PROTOCOL.md section 2), from the database, never
+// from the hub's head, which may lag it by any amount: live from the watermark when no
+// lastEventId was given; a reset to the watermark when the client is ahead of it, or when
+// retention pruned an event it has not seen; otherwise a replay up to the watermark, with
+// ready at once when there is nothing to replay.
+func (w *writer) start(ctx context.Context) error {
 	after := w.opts.LastEventID
+	var b data.Bounds
+	if w.opts.Watermark == nil || after != nil {
+		var err error
+		if b, err = w.hub.bounds.read(ctx); err != nil {
+			return fmt.Errorf("read where the log stands: %w", err)
+		}
+	}
+	if w.opts.Watermark != nil {
+		// Read with the session: the viewer and the control events it reflects agree.
+		b.Watermark = *w.opts.Watermark
+	}
 	switch {
 	case after == nil:
-		// Live from the current watermark (PROTOCOL.md section 2). The hub may not have read
-		// the newest commits yet; the database says where "now" is. Without it, the hub's head
-		// is the best there is.
-		if wm, err := w.hub.store.Watermark(ctx); err == nil && wm > head {
-			head = wm
-		}
-		w.cursor = head
-	case *after <= head:
-		w.cursor = *after
+		w.cursor = b.Watermark
+	case *after > b.Watermark || *after < b.PrunedThrough:
+		return w.reset(b.Watermark)
 	default:
-		// The hub may lag the database by a moment; only a client ahead of the database
-		// itself is from another history.
-		wm, err := w.hub.store.Watermark(ctx)
-		if err != nil {
-			return fmt.Errorf("read watermark: %w", err)
-		}
-		if *after > wm {
-			return w.reset(head)
-		}
 		w.cursor = *after
-		head = *after
 	}
-	w.readyAt = head
+	w.readyAt = b.Watermark
 	return w.maybeReady()
 }
 
-// reset tells the client to refetch its state, and continues after head.
-func (w *writer) reset(head int64) error {
-	if err := w.write(watermarkFrame("reset", head)); err != nil {
+// reset tells the client to refetch its state, and continues after the watermark wm.
+func (w *writer) reset(wm int64) error {
+	if err := w.write(watermarkFrame("reset", wm)); err != nil {
 		return err
 	}
-	w.cursor, w.readyAt = head, head
+	w.cursor, w.readyAt = wm, wm
 	return w.maybeReady()
 }
 
@@ -161,8 +163,9 @@ func (w *writer) maybeReady() error {
 	return w.write(watermarkFrame("ready", w.readyAt))
 }
 
-// step sends the next run of events, from the cache or, for ids older than it, from the table.
-// It reports whether it made progress.
+// step sends the next run of events, from the cache or, for ids older than it or newer than
+// the hub has read while the replay needs them, from the table. It reports whether it made
+// progress.
 func (w *writer) step(ctx context.Context) (bool, error) {
 	bufp := eventBufs.Get().(*[]*Event)
 	defer eventBufs.Put(bufp)
@@ -172,14 +175,18 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 		limit = int(min(int64(limit), w.readyAt-w.cursor))
 	}
 	n, head, tooOld := w.hub.read(w.cursor, buf[:limit])
-	if tooOld {
+	if w.ready {
+		if err := w.checkLag(head, buf[:n], tooOld); err != nil {
+			return false, err
+		}
+	}
+	if tooOld || (n == 0 && !w.ready) {
+		// The cache no longer holds the next event, or does not hold it yet (the hub lags
+		// the watermark this replay runs to): the table does.
 		return true, w.replayPage(ctx)
 	}
 	if n == 0 {
 		return false, nil
-	}
-	if w.ready && head-w.cursor > int64(w.cfg.MaxLag) && time.Since(buf[0].At) >= w.cfg.SlowAfter {
-		return false, errTooSlow
 	}
 	w.hold()
 	replay := ""
@@ -187,7 +194,11 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 		replay = "cache"
 	}
 	sent := 0
+	var closeAs *CloseReason
 	for _, e := range buf[:n] {
+		if closeAs = w.sub.closedBy(e); closeAs != nil {
+			break // nothing after the control event that ends the stream may leave
+		}
 		if e.visibleTo(w.opts.Viewer) {
 			if err := w.cork.writeWire(e.Wire); err != nil {
 				return false, errWriteFailed
@@ -200,10 +211,37 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	w.sent = w.sent || sent > 0
 	w.hub.cfg.Metrics.sent(sent, buf[0].At, replay)
 	clear(buf[:n])
+	if closeAs != nil {
+		w.sub.Close(*closeAs)
+		return true, w.release()
+	}
 	if err := w.maybeReady(); err != nil {
 		return false, err
 	}
 	return true, w.release()
+}
+
+// checkLag applies the lag rule to a live stream (PROTOCOL.md section 5): more than MaxLag
+// events behind the hub's head, the oldest of them waiting for SlowAfter, is too slow. waiting
+// are the next events from the cache; tooOld says the next one has left the cache already,
+// so its wait is counted from when the stream first found itself there.
+func (w *writer) checkLag(head int64, waiting []*Event, tooOld bool) error {
+	if head-w.cursor <= int64(w.cfg.MaxLag) {
+		w.overSince = time.Time{}
+		return nil
+	}
+	since := w.overSince
+	switch {
+	case !tooOld && len(waiting) > 0:
+		since = waiting[0].At
+	case since.IsZero():
+		w.overSince = time.Now()
+		return nil
+	}
+	if time.Since(since) >= w.cfg.SlowAfter {
+		return errTooSlow
+	}
+	return nil
 }
 
 // hold opens a burst: frames written until release leave the process in one write, and every
@@ -224,26 +262,43 @@ func (w *writer) release() error {
 	return nil
 }
 
-// replayPage sends one page of events read from the table.
+// replayPage sends one page of events read from the table, taking its turn with the other
+// streams of the node that read the table.
 func (w *writer) replayPage(ctx context.Context) error {
-	limit := w.hub.cfg.PageSize
-	evs, err := w.hub.store.After(ctx, w.cursor, limit)
+	release, err := w.hub.replaySlot(ctx)
+	if err != nil {
+		return err
+	}
+	evs, err := w.hub.store.After(ctx, w.cursor, w.hub.cfg.PageSize)
+	release()
 	if err != nil {
 		return fmt.Errorf("replay after %d: %w", w.cursor, err)
 	}
 	if len(evs) == 0 || evs[0].ID != w.cursor+1 {
+		// Retention pruned the next event, or someone deleted it: the client must resync.
 		if w.sent || w.ready {
 			return errPruned // mid-replay: the client resumes, then gets reset
 		}
 		return w.reset(w.readyAt)
 	}
+	if last := evs[len(evs)-1]; last.ID > w.hub.head.Load() {
+		w.hub.noteSeen(last) // this stream is ahead of the hub
+	}
 	w.hold()
 	sent := 0
-	for _, e := range evs {
+	var closeAs *CloseReason
+	for i, e := range evs {
 		if !w.ready && e.ID > w.readyAt {
 			break
 		}
-		if w.opts.Viewer.canSeeEvent(e.Type, e.Audience) {
+		if i > 0 && e.ID != evs[i-1].ID+1 {
+			break // a hole: the next page starts at it, and says so
+		}
+		if data.IsControl(e.Type) {
+			if closeAs = w.sub.closedBy(NewEvent(e)); closeAs != nil {
+				break // nothing after the control event that ends the stream may leave
+			}
+		} else if w.opts.Viewer.canSeeEvent(e.Type, e.Audience) {
 			w.frames = AppendEventFrame(w.frames[:0], e)
 			if err := w.cork.writeText(w.frames); err != nil {
 				return errWriteFailed
@@ -255,6 +310,10 @@ func (w *writer) replayPage(ctx context.Context) error {
 	w.sent = w.sent || sent > 0
 	w.hub.cfg.Metrics.sent(sent, time.Time{}, "table")
 	w.frames = w.frames[:0]
+	if closeAs != nil {
+		w.sub.Close(*closeAs)
+		return w.release()
+	}
 	if err := w.maybeReady(); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/coder/websocket"
@@ -34,6 +35,7 @@ type Subscription struct {
 	wake      chan struct{} // capacity 1; nil for a stream's subscription
 	sessionID int64         // 0: none
 	userID    int64         // 0: none
+	cutoff    int64         // control events up to it are reflected in the viewer already
 
 	mu      sync.Mutex
 	closeAs *CloseReason // guarded by mu: the first close asked for
@@ -50,6 +52,20 @@ func (s *Subscription) signal() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// closedBy returns the close that event e asks of this subscription, if it is a control event
+// after the subscription's cut-off that names its session or user.
+func (s *Subscription) closedBy(e *Event) *CloseReason {
+	c := e.Close
+	if c == nil || e.ID <= s.cutoff {
+		return nil
+	}
+	if (s.sessionID != 0 && slices.Contains(c.SessionIDs, s.sessionID)) ||
+		(s.userID != 0 && slices.Contains(c.UserIDs, s.userID)) {
+		return &CloseReason{websocket.StatusCode(c.Code), c.Reason}
+	}
+	return nil
 }
 
 // Close asks the stream to close with r. The first reason asked for wins; it never blocks.

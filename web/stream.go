@@ -64,9 +64,15 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, errBadOrigin)
 		return
 	}
-	// The head before the session is read: a control event after it that names this session
-	// or user closes the stream, even if the hub applies it before the stream subscribes.
-	checkedAt := h.deps.Hub.Head()
+	// The watermark before the session is read: a control event after it that names this
+	// session or user closes the stream, even if the hub applies it before the stream subscribes.
+	var checkedAt int64
+	if h.token(r) != "" {
+		if checkedAt, err = h.deps.Events.Watermark(r.Context()); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	}
 	res, err := h.resolve(w, r) // a rotation's cookie rides on the 101
 	if err != nil {
 		h.fail(w, r, err)
@@ -92,7 +98,6 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	opts := realtime.StreamOptions{
 		SessionFrame: sessionFrame(res),
 		LastEventID:  after,
-		CheckedAt:    checkedAt,
 	}
 	if res.NewToken != "" {
 		// The 101 with the new cookie went out on a connection that is now open.
@@ -104,6 +109,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		}
 	}
 	if s := res.Session; s != nil {
+		opts.Watermark = &checkedAt
 		opts.Viewer = viewerOf(s)
 		opts.Publish = h.publisherFor(s.Account)
 		if res.Rotated {
