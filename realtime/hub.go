@@ -36,6 +36,10 @@ type HubConfig struct {
 	// Poll is the safety-net interval at which the hub reads the table without a notification
 	// (default 1s).
 	Poll time.Duration
+	// ReadTimeout bounds each read of the table (default 5s). A read that does not answer in
+	// time fails and is retried at the next wake-up or poll, on a fresh connection; the hub is
+	// Stalled meanwhile.
+	ReadTimeout time.Duration
 	// Listener configures the LISTEN connection.
 	Listener data.ListenerConfig
 	// Logger receives the hub's own troubles; nil discards them.
@@ -54,6 +58,7 @@ type Hub struct {
 	ready chan struct{} // closed once head is known
 
 	listening atomic.Bool  // the LISTEN connection is up
+	stalled   atomic.Bool  // the last read of the table failed (hub_reads.go)
 	writers   atomic.Int64 // streams with a writer goroutine running
 	restarts  atomic.Int64 // writer goroutines started for parked streams
 
@@ -91,6 +96,9 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = defaultReadTimeout
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -164,7 +172,7 @@ func (h *Hub) start(ctx context.Context) error {
 	var head int64
 	for {
 		var err error
-		if head, err = h.store.Watermark(ctx); err == nil {
+		if head, err = h.watermark(ctx); err == nil {
 			break
 		}
 		h.log.Error("read watermark; retrying", "err", err)
@@ -183,7 +191,7 @@ func (h *Hub) start(ctx context.Context) error {
 	from := max(0, head-int64(len(h.ring)))
 	var warm []*Event
 	for from < head {
-		evs, err := h.store.After(ctx, from, h.cfg.PageSize)
+		evs, err := h.after(ctx, from, h.cfg.PageSize)
 		if err != nil || len(evs) == 0 {
 			break
 		}
@@ -222,7 +230,7 @@ func (h *Hub) Wake() {
 func (h *Hub) catchUp(ctx context.Context) error {
 	for {
 		head := h.head.Load()
-		evs, err := h.store.After(ctx, head, h.cfg.PageSize)
+		evs, err := h.after(ctx, head, h.cfg.PageSize)
 		if err != nil {
 			return err
 		}

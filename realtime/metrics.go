@@ -20,6 +20,8 @@ type Metrics struct {
 	deliveryLatency prometheus.Histogram
 	writers         prometheus.Gauge
 	writerStarts    prometheus.Counter
+	hubReadOK       prometheus.Gauge
+	hubReadFailures *prometheus.CounterVec
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg.
@@ -61,6 +63,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tidings_stream_writer_starts_total", Help: "Writer goroutines started for parked streams: a socket that did not take an event at once, a reply, a ping or a close.",
 		}),
 	}
+	m.hubReadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tidings_hub_read_ok", Help: "1 while the hub's last read of the event log succeeded; 0 while its reads fail or time out (the node delivers nothing new).",
+	})
+	m.hubReadFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidings_hub_read_failures_total", Help: "Reads of the event log by the hub that failed, by reason: timeout (no answer within the read timeout) or error.",
+	}, []string{"reason"})
+	reg.MustRegister(m.hubReadOK, m.hubReadFailures)
 	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts)
 	return m
 }
@@ -125,5 +134,21 @@ func (m *Metrics) writer(delta int, restart bool) {
 	m.writers.Add(float64(delta))
 	if restart {
 		m.writerStarts.Inc()
+	}
+}
+
+// hubRead counts one read of the event log by the hub: whether it succeeded, or else whether it
+// timed out.
+func (m *Metrics) hubRead(ok, timedOut bool) {
+	switch {
+	case m == nil:
+	case ok:
+		m.hubReadOK.Set(1)
+	case timedOut:
+		m.hubReadOK.Set(0)
+		m.hubReadFailures.WithLabelValues("timeout").Inc()
+	default:
+		m.hubReadOK.Set(0)
+		m.hubReadFailures.WithLabelValues("error").Inc()
 	}
 }
