@@ -48,7 +48,10 @@ func TestBlackHoledHubIsNotReadyAndRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(n.Stop)
+	t.Cleanup(func() {
+		n.Stop()
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	})
 	t.Cleanup(proxy.Thaw) // before the node stops, even when the test fails frozen
 	s := &testServer{URL: n.URL, pool: pool, events: n.Events, hub: n.Hub, handler: n.Handler, auth: n.Auth}
 
