@@ -20,6 +20,10 @@ type ListenerConfig struct {
 	Check time.Duration
 	// MaxBackoff caps the wait between reconnection attempts (default 5s).
 	MaxBackoff time.Duration
+	// Timeout bounds each database call of the listener: connecting, LISTEN, and the idle
+	// check (default 5s). A call that does not answer in time (a connection black-holed by a
+	// failover, which no RST ends) tears the connection down, and the listener reconnects.
+	Timeout time.Duration
 	// Logger receives connection losses and recoveries; nil discards them.
 	Logger *slog.Logger
 }
@@ -48,13 +52,16 @@ func (s *Events) Listen(ctx context.Context, cfg ListenerConfig, report func(Lis
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.listenOnce(ctx, cfg.Check, report, func() { backoff = 50 * time.Millisecond })
+		err := s.listenOnce(ctx, cfg, report, func() { backoff = 50 * time.Millisecond })
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -70,9 +77,15 @@ func (s *Events) Listen(ctx context.Context, cfg ListenerConfig, report func(Lis
 	}
 }
 
-// listenOnce connects, LISTENs and relays notifications until the connection fails.
-func (s *Events) listenOnce(ctx context.Context, check time.Duration, report func(ListenerState), connected func()) error {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+// listenOnce connects, LISTENs and relays notifications until the connection fails. Every call
+// but the wait for a notification ends within cfg.Timeout: pgx's default context watcher sets a
+// past deadline on the socket when the context ends, so even a read that no packet will ever
+// answer returns (and pgx closes that connection).
+func (s *Events) listenOnce(ctx context.Context, cfg ListenerConfig, report func(ListenerState), connected func()) error {
+	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.Timeout) }
+	callCtx, cancel := call()
+	conn, err := pgx.ConnectConfig(callCtx, s.pool.Config().ConnConfig.Copy())
+	cancel()
 	if err != nil {
 		return fmt.Errorf("listener connect: %w", err)
 	}
@@ -81,13 +94,16 @@ func (s *Events) listenOnce(ctx context.Context, check time.Duration, report fun
 		defer cancel()
 		conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{EventsChannel}.Sanitize()); err != nil {
+	callCtx, cancel = call()
+	_, err = conn.Exec(callCtx, "LISTEN "+pgx.Identifier{EventsChannel}.Sanitize())
+	cancel()
+	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	connected()
 	report(ListenerUp)
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, check)
+		waitCtx, cancel := context.WithTimeout(ctx, cfg.Check)
 		_, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		switch {
@@ -97,7 +113,10 @@ func (s *Events) listenOnce(ctx context.Context, check time.Duration, report fun
 			return ctx.Err()
 		case !conn.PgConn().IsClosed():
 			// The wait timed out while idle: make sure the connection still works.
-			if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			callCtx, cancel := call()
+			_, err := conn.Exec(callCtx, "SELECT 1")
+			cancel()
+			if err != nil {
 				return fmt.Errorf("listener check: %w", err)
 			}
 		default:

@@ -6,9 +6,45 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"tidings/data"
 	"tidings/data/datatest"
 )
+
+// listenStates runs Listen until the test ends and returns a function that waits, for at most
+// within, for the state want, skipping notifications and repeated reports of ListenerDown (a
+// listener that cannot reconnect says so at every attempt).
+func listenStates(t *testing.T, ctx context.Context, events *data.Events, cfg data.ListenerConfig) (expect func(want data.ListenerState, within time.Duration)) {
+	states := make(chan data.ListenerState, 1000)
+	lctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	t.Cleanup(stop)
+	wg.Go(func() {
+		events.Listen(lctx, cfg, func(s data.ListenerState) { states <- s })
+	})
+	last := data.ListenerState(0)
+	return func(want data.ListenerState, within time.Duration) {
+		t.Helper()
+		timeout := time.After(within)
+		for {
+			select {
+			case got := <-states:
+				skip := got == data.ListenerNotified || (got == data.ListenerDown && last == data.ListenerDown)
+				last = got
+				if got == want {
+					return
+				}
+				if want == data.ListenerNotified || !skip {
+					t.Fatalf("listener state: got %d, want %d", got, want)
+				}
+			case <-timeout:
+				t.Fatalf("listener state %d did not come within %v", want, within)
+			}
+		}
+	}
+}
 
 // TestListenSurvivesTerminatedBackend kills the listener's backend and checks that Listen says
 // so, reconnects, says it is up again (so the caller catches up), and relays notifications.
@@ -16,30 +52,10 @@ func TestListenSurvivesTerminatedBackend(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	pool := datatest.NewPool(t)
-	events := data.NewEvents(pool)
-	states := make(chan data.ListenerState, 100)
-	lctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer stop()
-	wg.Go(func() {
-		events.Listen(lctx, data.ListenerConfig{MaxBackoff: 50 * time.Millisecond}, func(s data.ListenerState) { states <- s })
-	})
+	expectState := listenStates(t, ctx, data.NewEvents(pool), data.ListenerConfig{MaxBackoff: 50 * time.Millisecond})
 	expect := func(want data.ListenerState) {
 		t.Helper()
-		for {
-			select {
-			case got := <-states:
-				if got == want {
-					return
-				}
-				if want == data.ListenerNotified || got != data.ListenerNotified {
-					t.Fatalf("listener state: got %d, want %d", got, want)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatalf("listener state %d never came", want)
-			}
-		}
+		expectState(want, 10*time.Second)
 	}
 	expect(data.ListenerUp)
 	appendTx(t, ctx, pool, ev("a"))
@@ -55,4 +71,42 @@ func TestListenSurvivesTerminatedBackend(t *testing.T) {
 	expect(data.ListenerUp)
 	appendTx(t, ctx, pool, ev("b"))
 	expect(data.ListenerNotified)
+}
+
+// TestListenSurvivesBlackHole black-holes the listener's connection (nothing answers and
+// nothing closes, as after a failover) and checks that its idle check gives up within its
+// timeout, that Listen says it is down, and that it is up again, relaying notifications, once
+// the network heals. Without a deadline on the check, the listener waits for TCP to give up.
+func TestListenSurvivesBlackHole(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	url := datatest.NewDatabase(t)
+	direct := openPool(t, url)
+	proxy := datatest.NewProxy(t, url)
+	const check, timeout = 50 * time.Millisecond, 200 * time.Millisecond
+	expect := listenStates(t, ctx, data.NewEvents(openPool(t, proxy.ConnString())),
+		data.ListenerConfig{Check: check, Timeout: timeout, MaxBackoff: 50 * time.Millisecond})
+	expect(data.ListenerUp, 10*time.Second)
+	appendTx(t, ctx, direct, ev("a"))
+	expect(data.ListenerNotified, 10*time.Second)
+
+	proxy.Freeze()
+	// The wait for a notification ends after check, the check after timeout: allow for a
+	// loaded machine, far below what TCP takes to give up on a silent peer.
+	expect(data.ListenerDown, check+timeout+3*time.Second)
+	proxy.Thaw()
+	expect(data.ListenerUp, 10*time.Second)
+	appendTx(t, ctx, direct, ev("b"))
+	expect(data.ListenerNotified, 10*time.Second)
+}
+
+// openPool opens a pool on connString, closed in t.Cleanup.
+func openPool(t *testing.T, connString string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), connString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }

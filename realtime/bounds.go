@@ -8,9 +8,6 @@ import (
 	"tidings/data"
 )
 
-// boundsTimeout bounds one shared read of the log's bounds.
-const boundsTimeout = 5 * time.Second
-
 // sharedBounds reads the log's bounds for the streams that open at the same moment, one
 // statement for all of them: a reconnect storm of 10,000 streams costs a few reads, not 10,000.
 //
@@ -20,8 +17,9 @@ const boundsTimeout = 5 * time.Second
 // not started yet (next), never the one in flight; the caller that creates next leads it: it
 // waits for the read in flight to end, closes next to newcomers, and reads.
 type sharedBounds struct {
-	store Store
-	turn  chan struct{} // capacity 1: held by the read in flight
+	store   Store
+	timeout time.Duration // bounds each read
+	turn    chan struct{} // capacity 1: held by the read in flight
 
 	mu   sync.Mutex
 	next *boundsRead // guarded by mu: the read that arriving callers join; not started
@@ -33,12 +31,12 @@ type boundsRead struct {
 	err  error
 }
 
-func newSharedBounds(store Store) *sharedBounds {
-	return &sharedBounds{store: store, turn: make(chan struct{}, 1)}
+func newSharedBounds(store Store, timeout time.Duration) *sharedBounds {
+	return &sharedBounds{store: store, timeout: timeout, turn: make(chan struct{}, 1)}
 }
 
 // read returns the log's bounds as of a moment after the call began. A caller that leaves
-// on ctx does not stop the read for the others: the leader's read is bounded by boundsTimeout.
+// on ctx does not stop the read for the others: the leader's read is bounded by the timeout.
 func (r *sharedBounds) read(ctx context.Context) (data.Bounds, error) {
 	r.mu.Lock()
 	c := r.next
@@ -56,13 +54,13 @@ func (r *sharedBounds) read(ctx context.Context) (data.Bounds, error) {
 			return data.Bounds{}, ctx.Err()
 		}
 	}
-	// The leader waits for the read in flight (at most boundsTimeout), then starts this one:
+	// The leader waits for the read in flight (at most r.timeout), then starts this one:
 	// from here on, nobody joins it.
 	r.turn <- struct{}{}
 	r.mu.Lock()
 	r.next = nil
 	r.mu.Unlock()
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), boundsTimeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 	c.b, c.err = r.store.Bounds(rctx, 0)
 	cancel()
 	<-r.turn

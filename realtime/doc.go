@@ -10,6 +10,9 @@
 //     recent-events cache or, for older ids, from the table;
 //   - a notification lost while the listener reconnects costs nothing: after every reconnect,
 //     and on a slow periodic poll, the hub reads the table from its head;
+//   - a dead database connection, even one black-holed without a reset, holds no read of the
+//     hub for longer than HubConfig.ReadTimeout: the read fails, the next one takes a fresh
+//     connection, and Stalled says so meanwhile;
 //   - a slow socket never slows the others: when it falls more than MaxLag events behind while
 //     live, or a write stalls for WriteTimeout, it is closed with 4004 and resumes from its last
 //     id on reconnect; the hub never waits for a socket and holds no per-socket queue;

@@ -39,6 +39,10 @@ type HubConfig struct {
 	// Poll is the safety-net interval at which the hub reads the table without a notification
 	// (default 1s).
 	Poll time.Duration
+	// ReadTimeout bounds each read of the table (default 5s). A read that does not answer in
+	// time fails and is retried at the next wake-up or poll, on a fresh connection; the hub is
+	// Stalled meanwhile.
+	ReadTimeout time.Duration
 	// Listener configures the LISTEN connection.
 	Listener data.ListenerConfig
 	// Logger receives the hub's own troubles; nil discards them.
@@ -58,6 +62,7 @@ type Hub struct {
 
 	listening atomic.Bool  // the LISTEN connection is up
 	recheck   atomic.Bool  // the listener reconnected: check the history before reading on
+	stalled   atomic.Bool  // the last read of the table failed (hub_reads.go)
 	writers   atomic.Int64 // streams with a writer goroutine running
 	restarts  atomic.Int64 // writer goroutines started for parked streams
 	rewinds   atomic.Int64 // times the log was found to have gone back in time
@@ -108,6 +113,9 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = defaultReadTimeout
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -124,7 +132,7 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		ring:  make([]*Event, cfg.CacheSize),
 		shard: deliverShard,
 
-		bounds:  newSharedBounds(store),
+		bounds:  newSharedBounds(store, cfg.ReadTimeout),
 		replays: make(chan struct{}, cfg.TableReplays),
 		subs:    map[*Subscription]struct{}{},
 
@@ -194,7 +202,7 @@ func (h *Hub) start(ctx context.Context) error {
 	var b data.Bounds
 	for {
 		var err error
-		if b, err = h.store.Bounds(ctx, 0); err == nil {
+		if b, err = h.readBounds(ctx, 0); err == nil {
 			break
 		}
 		h.log.Error("read watermark; retrying", "err", err)
@@ -214,7 +222,7 @@ func (h *Hub) start(ctx context.Context) error {
 	from := max(b.PrunedThrough, head-int64(len(h.ring)))
 	var warm []*Event
 	for from < head {
-		evs, err := h.store.After(ctx, from, h.cfg.PageSize)
+		evs, err := h.after(ctx, from, h.cfg.PageSize)
 		if err != nil || len(evs) == 0 {
 			break
 		}
@@ -260,7 +268,7 @@ func (h *Hub) catchUp(ctx context.Context) error {
 		if first && known != nil {
 			from = head - 1
 		}
-		evs, err := h.store.After(ctx, from, h.cfg.PageSize)
+		evs, err := h.after(ctx, from, h.cfg.PageSize)
 		if err != nil {
 			return err
 		}
@@ -565,7 +573,7 @@ func (h *Hub) checkHistory(ctx context.Context, rewound bool) error {
 		ref, refTime = h.seenID, h.seenTime
 	}
 	h.seenMu.Unlock()
-	b, err := h.store.Bounds(ctx, ref)
+	b, err := h.readBounds(ctx, ref)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,8 @@ type Metrics struct {
 	writers         prometheus.Gauge
 	writerStarts    prometheus.Counter
 	replaysWaiting  prometheus.Gauge
+	hubReadOK       prometheus.Gauge
+	hubReadFailures *prometheus.CounterVec
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg.
@@ -65,6 +67,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tidings_table_replays_waiting", Help: "Streams waiting for a turn to read the event table (HubConfig.TableReplays run at once).",
 		}),
 	}
+	m.hubReadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tidings_hub_read_ok", Help: "1 while the hub's last read of the event log succeeded; 0 while its reads fail or time out (the node delivers nothing new).",
+	})
+	m.hubReadFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidings_hub_read_failures_total", Help: "Reads of the event log by the hub that failed, by reason: timeout (no answer within the read timeout) or error.",
+	}, []string{"reason"})
+	reg.MustRegister(m.hubReadOK, m.hubReadFailures)
 	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting)
 	return m
 }
@@ -136,5 +145,21 @@ func (m *Metrics) writer(delta int, restart bool) {
 func (m *Metrics) replayWaiting(delta int) {
 	if m != nil {
 		m.replaysWaiting.Add(float64(delta))
+	}
+}
+
+// hubRead counts one read of the event log by the hub: whether it succeeded, or else whether it
+// timed out.
+func (m *Metrics) hubRead(ok, timedOut bool) {
+	switch {
+	case m == nil:
+	case ok:
+		m.hubReadOK.Set(1)
+	case timedOut:
+		m.hubReadOK.Set(0)
+		m.hubReadFailures.WithLabelValues("timeout").Inc()
+	default:
+		m.hubReadOK.Set(0)
+		m.hubReadFailures.WithLabelValues("error").Inc()
 	}
 }

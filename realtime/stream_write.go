@@ -269,7 +269,9 @@ func (w *writer) replayPage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	evs, err := w.hub.store.After(ctx, w.cursor, w.hub.cfg.PageSize)
+	rctx, cancel := w.hub.readCtx(ctx) // a black-holed connection fails the stream, in time
+	evs, err := w.hub.store.After(rctx, w.cursor, w.hub.cfg.PageSize)
+	cancel()
 	release()
 	if err != nil {
 		return fmt.Errorf("replay after %d: %w", w.cursor, err)

@@ -212,12 +212,17 @@ func (h *Handler) healthz(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz reports whether this node can serve streams: the database answers and the listener is up.
+// readyz reports whether this node can serve streams: the database answers, the hub reads the
+// event log, and the listener is up.
 func (h *Handler) readyz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := h.deps.Pool.Ping(ctx); err != nil {
 		writeError(w, &apiError{http.StatusServiceUnavailable, "database-unreachable", "the database does not answer"})
+		return
+	}
+	if h.deps.Hub.Stalled() {
+		writeError(w, &apiError{http.StatusServiceUnavailable, "event-log-stalled", "the node's reads of the event log fail or time out"})
 		return
 	}
 	if !h.deps.Hub.Listening() {

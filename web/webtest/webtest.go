@@ -36,6 +36,10 @@ type Options struct {
 	Metrics *prometheus.Registry
 	// NoListenerWait returns once the hub is ready, without waiting for its LISTEN connection.
 	NoListenerWait bool
+	// StoreURL, if set, is the database the hub reads the event log from and LISTENs on,
+	// through a pool of its own, while the rest of the node uses the pool given to Start: a
+	// test points it at a datatest.Proxy to cut the hub off alone.
+	StoreURL string
 }
 
 // Node is one running node.
@@ -64,7 +68,15 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		o.Hub.Metrics = realtime.NewMetrics(o.Metrics)
 		deps.Metrics = promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})
 	}
-	deps.Hub = realtime.NewHub(deps.Events, o.Hub)
+	store, storePool := deps.Events, (*pgxpool.Pool)(nil)
+	if o.StoreURL != "" {
+		var err error
+		if storePool, err = pgxpool.New(context.Background(), o.StoreURL); err != nil {
+			return nil, fmt.Errorf("open the hub's pool: %w", err)
+		}
+		store = data.NewEvents(storePool)
+	}
+	deps.Hub = realtime.NewHub(store, o.Hub)
 	deps.Auth = auth.NewManager(pool, o.Auth)
 	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web)}
 
@@ -92,6 +104,9 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		srv.Close()
 		cancel()
 		<-hubDone
+		if storePool != nil {
+			storePool.Close()
+		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !isReady(n.Hub) || (!o.NoListenerWait && !n.Hub.Listening()) {
