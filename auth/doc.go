@@ -23,4 +23,8 @@
 //
 // A new row (a user being created, a fresh session) is invisible to others and never waited
 // for. Discard deletes old sessions in one statement outside this order: it appends nothing.
+//
+// Because a session's user and row are locked before Resolve reads the watermark, and every
+// control event about them is appended under those locks, Resolution.Watermark splits those
+// events into the ones the resolution reflects and the ones it does not.
 package auth

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,6 +158,22 @@ func async(f func() error) <-chan error {
 	return done
 }
 
+// controlID returns the id of the one close-streams control event after an id whose reason is
+// reason.
+func (e *env) controlID(after int64, reason string) int64 {
+	e.t.Helper()
+	var ids []int64
+	for _, x := range e.eventsAfter(after) {
+		if x.Type == data.ControlCloseStreams && strings.Contains(string(x.Data), `"`+reason+`"`) {
+			ids = append(ids, x.ID)
+		}
+	}
+	if len(ids) != 1 {
+		e.t.Fatalf("control events %q after %d: got ids %v, want one", reason, after, ids)
+	}
+	return ids[0]
+}
+
 // TestRotationAndUserUpdateDoNotDeadlock: a rotation and a type change of the same user, run
 // into each other on purpose. The rotation is held at the event counter first (after every
 // lock it takes before its append), then the update starts and is seen waiting too, then the
@@ -170,6 +187,7 @@ func TestRotationAndUserUpdateDoNotDeadlock(t *testing.T) {
 	root := e.createUser("root", data.UserAdmin)
 	s0, tok := e.register("alice")
 	e.clock.advance(rotate) // the next resolve rotates
+	w := e.watermark()
 
 	counter := e.hold("SELECT last_id FROM event_log_state FOR UPDATE")
 	var res auth.Resolution
@@ -192,9 +210,13 @@ func TestRotationAndUserUpdateDoNotDeadlock(t *testing.T) {
 	if res.Session == nil || res.NewToken == "" || res.Session.ID == s0.ID {
 		t.Fatalf("rotation: got %s, want a successor", describe(res))
 	}
-	// The rotation went first: its successor still shows the old type.
+	// The rotation went first: its successor still shows the old type, and the change's
+	// control event comes after its watermark, to close the successor's streams.
 	if res.Session.Account.Type != data.UserRegular {
 		t.Errorf("successor's account: got type %q, want %q", res.Session.Account.Type, data.UserRegular)
+	}
+	if id := e.controlID(w, "access-changed"); id <= res.Watermark {
+		t.Errorf("access-changed event %d: want it above the rotation's watermark %d", id, res.Watermark)
 	}
 	if u, err := e.m.User(e.ctx, s0.Account.ID); err != nil || u.Type != data.UserCrew {
 		t.Errorf("user after the update: got %+v, %v; want crew", u, err)
@@ -232,6 +254,106 @@ func TestLogoutAndResolveOfOneChainDoNotDeadlock(t *testing.T) {
 	for _, id := range []int64{s0.ID, s1.ID} {
 		if row := e.row(id); row.RevokedAt == nil {
 			t.Errorf("session %d: got not revoked, want revoked", id)
+		}
+	}
+}
+
+// TestResolveWatermarkReflectsChangeCommittedBefore: a type change that holds the user when
+// the resolve starts commits first; the resolve reflects it, and its watermark covers the
+// change's control event, so that the stream is not closed for a change it already shows.
+func TestResolveWatermarkReflectsChangeCommittedBefore(t *testing.T) {
+	t.Parallel()
+	e := newLockEnv(t, auth.Config{}, base)
+	root := e.createUser("root", data.UserAdmin)
+	s0, tok := e.register("alice")
+	w := e.watermark()
+
+	counter := e.hold("SELECT last_id FROM event_log_state FOR UPDATE")
+	crew := data.UserCrew
+	update := async(func() error {
+		_, err := e.m.UpdateUser(e.ctx, root, s0.Account.ID, auth.UserPatch{Type: &crew})
+		return err
+	})
+	e.waitWaiters(1, "update held at the counter, holding the user", update)
+	var res auth.Resolution
+	resolve := async(func() (err error) {
+		res, err = e.m.Resolve(e.ctx, tok)
+		return err
+	})
+	e.waitWaiters(2, "resolve waiting for the user", update, resolve)
+	if err := counter.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.finish("update, then resolve", update, resolve)
+
+	if res.Session == nil || res.Session.ID != s0.ID {
+		t.Fatalf("resolve: got %s, want session %d", describe(res), s0.ID)
+	}
+	if res.Session.Account.Type != data.UserCrew {
+		t.Errorf("account: got type %q, want the change committed before: %q", res.Session.Account.Type, data.UserCrew)
+	}
+	if id := e.controlID(w, "access-changed"); id > res.Watermark {
+		t.Errorf("access-changed event %d: above the watermark %d of a resolve that reflects it", id, res.Watermark)
+	}
+}
+
+// TestResolveWatermarkPrecedesChangeCommittedAfter: a type change that starts while the resolve
+// holds the user commits after it; the resolve does not reflect it, and the change's control
+// event is above its watermark, so that it closes the stream.
+func TestResolveWatermarkPrecedesChangeCommittedAfter(t *testing.T) {
+	t.Parallel()
+	e := newLockEnv(t, auth.Config{}, base)
+	root := e.createUser("root", data.UserAdmin)
+	s0, tok := e.register("alice")
+	w := e.watermark()
+
+	// Held at the session row: the resolve has locked the user and waits for it.
+	session := e.hold("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", s0.ID)
+	var res auth.Resolution
+	resolve := async(func() (err error) {
+		res, err = e.m.Resolve(e.ctx, tok)
+		return err
+	})
+	e.waitWaiters(1, "resolve held at its session", resolve)
+	crew := data.UserCrew
+	update := async(func() error {
+		_, err := e.m.UpdateUser(e.ctx, root, s0.Account.ID, auth.UserPatch{Type: &crew})
+		return err
+	})
+	e.waitWaiters(2, "update waiting for the resolve's user lock", resolve, update)
+	if err := session.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.finish("resolve, then update", resolve, update)
+
+	if res.Session == nil || res.Session.ID != s0.ID {
+		t.Fatalf("resolve: got %s, want session %d", describe(res), s0.ID)
+	}
+	if res.Session.Account.Type != data.UserRegular {
+		t.Errorf("account: got type %q, want %q (the change came after)", res.Session.Account.Type, data.UserRegular)
+	}
+	if id := e.controlID(w, "access-changed"); id <= res.Watermark {
+		t.Errorf("access-changed event %d: at or below the watermark %d of a resolve that does not reflect it", id, res.Watermark)
+	}
+	if res.Watermark < w {
+		t.Errorf("watermark: got %d, want at least %d, read before the resolve", res.Watermark, w)
+	}
+}
+
+// TestResolveWatermarkOnlyWithSession: anonymous resolutions carry no watermark.
+func TestResolveWatermarkOnlyWithSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, auth.Config{}, base)
+	_, tok := e.register("alice")
+	if r := e.resolve(tok); r.Session == nil || r.Watermark != e.watermark() {
+		t.Errorf("resolved session: got %s watermark %d, want the session and %d", describe(r), r.Watermark, e.watermark())
+	}
+	if err := e.m.Logout(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []auth.Token{tok, auth.NewToken(), ""} {
+		if r := e.resolve(tok); r.Session != nil || r.Watermark != 0 {
+			t.Errorf("anonymous: got %s watermark %d, want 0", describe(r), r.Watermark)
 		}
 	}
 }

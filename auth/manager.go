@@ -87,6 +87,15 @@ type Resolution struct {
 	// Rotated means the cookie's session was already rotated and is within its grace: it still
 	// acts as its account, but a stream opened with it must close at once with 4002.
 	Rotated bool
+	// Watermark is the event log's watermark, read in the transaction that resolved Session,
+	// once its user and session rows were locked and before this resolution appended anything
+	// (the lock order of doc.go). So it splits the control events about Session and its
+	// account exactly: every one with an id at or below Watermark is reflected in Session
+	// (its revocation, rotation, the account's type, its deletion), and none above it is. A
+	// stream acting as Session takes it as the cut-off for the control events that may close
+	// it. It is 0 when Session is nil (no cookie, or one that resolves to no session): the
+	// caller reads the watermark elsewhere then.
+	Watermark int64
 }
 
 // Errors of sessions and users, translated to statuses by the web layer.
@@ -143,7 +152,19 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 	if err != nil {
 		return Resolution{}, err
 	}
-	return m.decide(ctx, tx, row, account, now)
+	// Every change to this user or session that committed is in what was just read, and none
+	// can commit before this transaction ends: the watermark now splits their control events.
+	// The other rows locked below are successors, and the session resolved to is this one or
+	// a new one.
+	watermark, err := data.Watermark(ctx, tx)
+	if err != nil {
+		return Resolution{}, err
+	}
+	res, err := m.decide(ctx, tx, row, account, now)
+	if res.Session != nil {
+		res.Watermark = watermark
+	}
+	return res, err
 }
 
 // decide applies the rules of PROTOCOL.md section 4 to a session row locked with its user.
