@@ -95,12 +95,16 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		CheckedAt:    checkedAt,
 	}
 	if res.NewToken != "" {
-		// The 101 with the new cookie went out on a connection that is now open.
-		ctx, cancel := context.WithTimeout(h.streamCtx, 5*time.Second) // not r.Context() after Accept
-		err := h.deps.Auth.Presented(ctx, res.Session)
-		cancel()
-		if err != nil {
-			h.log.Warn("mark rotated session presented", "err", err)
+		// The new cookie rode on the 101, but a 101 written may still be lost: the successor
+		// counts as presented only once the client shows that it received it (PROTOCOL.md
+		// section 4.4: a lost response is never taken for a theft).
+		successor := res.Session
+		opts.OnProven = func() {
+			ctx, cancel := context.WithTimeout(h.streamCtx, 5*time.Second) // not r.Context() after Accept
+			defer cancel()
+			if err := h.deps.Auth.Presented(ctx, successor); err != nil {
+				h.log.Warn("mark rotated session presented", "err", err)
+			}
 		}
 	}
 	if s := res.Session; s != nil {
