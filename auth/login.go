@@ -99,6 +99,7 @@ func (m *Manager) Logout(ctx context.Context, token Token) error {
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		// Found without a lock, then locked in the order of doc.go: the user, then the chain.
 		row, err := data.SessionByTokenHash(ctx, tx, token.Hash())
 		if errors.Is(err, data.ErrNotFound) {
 			return nil
@@ -106,16 +107,26 @@ func (m *Manager) Logout(ctx context.Context, token Token) error {
 		if err != nil {
 			return err
 		}
-		successors, err := data.SessionSuccessors(ctx, tx, row.ID)
+		if _, err := data.LockUserShared(ctx, tx, row.UserID); errors.Is(err, data.ErrNotFound) {
+			return nil // deleted meanwhile, with its sessions
+		} else if err != nil {
+			return err
+		}
+		chain, err := lockChain(ctx, tx, func() ([]int64, error) {
+			successors, err := data.SessionSuccessors(ctx, tx, row.ID)
+			if err != nil {
+				return nil, err
+			}
+			// The predecessors too: an old cookie must not come back as a lost rotation.
+			predecessors, err := data.SessionPredecessors(ctx, tx, row.ID)
+			if err != nil {
+				return nil, err
+			}
+			return slices.Concat([]int64{row.ID}, successors, predecessors), nil
+		})
 		if err != nil {
 			return err
 		}
-		// The predecessors too: an old cookie must not come back as a lost rotation.
-		predecessors, err := data.SessionPredecessors(ctx, tx, row.ID)
-		if err != nil {
-			return err
-		}
-		chain := slices.Concat([]int64{row.ID}, successors, predecessors)
 		ids, err := data.RevokeSessions(ctx, tx, chain, data.RevokedLogout, m.cfg.Now())
 		if err != nil {
 			return err

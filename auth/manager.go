@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -86,6 +87,15 @@ type Resolution struct {
 	// Rotated means the cookie's session was already rotated and is within its grace: it still
 	// acts as its account, but a stream opened with it must close at once with 4002.
 	Rotated bool
+	// Watermark is the event log's watermark, read in the transaction that resolved Session,
+	// once its user and session rows were locked and before this resolution appended anything
+	// (the lock order of doc.go). So it splits the control events about Session and its
+	// account exactly: every one with an id at or below Watermark is reflected in Session
+	// (its revocation, rotation, the account's type, its deletion), and none above it is. A
+	// stream acting as Session takes it as the cut-off for the control events that may close
+	// it. It is 0 when Session is nil (no cookie, or one that resolves to no session): the
+	// caller reads the watermark elsewhere then.
+	Watermark int64
 }
 
 // Errors of sessions and users, translated to statuses by the web layer.
@@ -119,13 +129,46 @@ func (m *Manager) Resolve(ctx context.Context, token Token) (Resolution, error) 
 
 func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resolution, error) {
 	now := m.cfg.Now()
-	row, err := data.SessionByTokenHash(ctx, tx, token.Hash())
+	// Found without a lock, then locked in the order of doc.go: its user, then the row itself,
+	// read again under its lock.
+	found, err := data.SessionByTokenHash(ctx, tx, token.Hash())
 	if errors.Is(err, data.ErrNotFound) {
 		return Resolution{ClearCookie: true}, nil
 	}
 	if err != nil {
 		return Resolution{}, err
 	}
+	account, err := data.LockUserShared(ctx, tx, found.UserID)
+	if errors.Is(err, data.ErrNotFound) {
+		return Resolution{ClearCookie: true}, nil // deleted meanwhile, with its sessions
+	}
+	if err != nil {
+		return Resolution{}, err
+	}
+	row, err := data.SessionByID(ctx, tx, found.ID)
+	if errors.Is(err, data.ErrNotFound) {
+		return Resolution{ClearCookie: true}, nil
+	}
+	if err != nil {
+		return Resolution{}, err
+	}
+	// Every change to this user or session that committed is in what was just read, and none
+	// can commit before this transaction ends: the watermark now splits their control events.
+	// The other rows locked below are successors, and the session resolved to is this one or
+	// a new one.
+	watermark, err := data.Watermark(ctx, tx)
+	if err != nil {
+		return Resolution{}, err
+	}
+	res, err := m.decide(ctx, tx, row, account, now)
+	if res.Session != nil {
+		res.Watermark = watermark
+	}
+	return res, err
+}
+
+// decide applies the rules of PROTOCOL.md section 4 to a session row locked with its user.
+func (m *Manager) decide(ctx context.Context, tx pgx.Tx, row data.SessionRow, account data.User, now time.Time) (Resolution, error) {
 	switch {
 	case row.RevokedAt != nil:
 		res := Resolution{ClearCookie: true}
@@ -136,8 +179,7 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 
 	case row.SuccessorID != nil && now.Before(row.RotatedAt.Add(m.cfg.Grace)):
 		// A request already in flight when the session rotated: same account, no new cookie.
-		s, err := m.withAccount(ctx, tx, row)
-		return Resolution{Session: s, Rotated: true}, err
+		return Resolution{Session: &ServerSession{SessionRow: row, Account: account}, Rotated: true}, nil
 
 	case row.SuccessorID != nil:
 		successor, err := data.SessionByID(ctx, tx, *row.SuccessorID)
@@ -167,21 +209,25 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 		}
 	}
 	if !now.Before(row.RotatesAt) {
-		// Streams opened with this session close with 4002 and reconnect onto the successor.
-		closeEv := data.CloseStreams{SessionIDs: []int64{row.ID}, Code: 4002, Reason: "session-rotated"}.Event()
-		if err := data.AppendControl(ctx, tx, closeEv); err != nil {
+		res, err := m.rotate(ctx, tx, row, now)
+		if err != nil {
 			return Resolution{}, err
 		}
-		return m.rotate(ctx, tx, row, now)
+		// Streams opened with this session close with 4002 and reconnect onto the successor.
+		// Appended last, as every event (doc.go).
+		closeEv := data.CloseStreams{SessionIDs: []int64{row.ID}, Code: 4002, Reason: "session-rotated"}.Event()
+		return res, data.AppendControl(ctx, tx, closeEv)
 	}
-	s, err := m.withAccount(ctx, tx, row)
-	return Resolution{Session: s}, err
+	return Resolution{Session: &ServerSession{SessionRow: row, Account: account}}, nil
 }
 
 // Presented records that a session's cookie reached its holder: a stream upgrade that carried
-// a rotated cookie on its 101 and then opened proves the response arrived, just as a later
-// request presenting the cookie would. Without this a page that only holds a stream would
-// leave its successor unpresented, and a thief's old cookie would pass for a lost response.
+// a rotated cookie on its 101, and whose client then showed that it received the 101 (a frame,
+// or the pong to the server's ping), proves the response arrived, just as a later request
+// presenting the cookie would. Without this a page that only holds a stream would leave its
+// successor unpresented, and a thief's old cookie would pass for a lost response. A 101 that
+// was written but never shown to arrive proves nothing: the old cookie then counts as a lost
+// response (PROTOCOL.md section 4.4).
 func (m *Manager) Presented(ctx context.Context, s *ServerSession) error {
 	return data.MarkSessionPresented(ctx, m.pool, s.ID, m.cfg.Now())
 }
@@ -200,7 +246,8 @@ func (m *Manager) rotate(ctx context.Context, tx pgx.Tx, row data.SessionRow, no
 
 // revokeSuccessors revokes, as taken, every session rotated from id, and closes their streams.
 func (m *Manager) revokeSuccessors(ctx context.Context, tx pgx.Tx, id int64, now time.Time) error {
-	successors, err := data.SessionSuccessors(ctx, tx, id)
+	// id is locked; its successors are newer, so taken after it in id order (doc.go).
+	successors, err := lockChain(ctx, tx, func() ([]int64, error) { return data.SessionSuccessors(ctx, tx, id) })
 	if err != nil {
 		return err
 	}
@@ -218,6 +265,27 @@ func (m *Manager) revokeSuccessors(ctx context.Context, tx pgx.Tx, id int64, now
 		return nil
 	}
 	return data.AppendControl(ctx, tx, data.CloseStreams{SessionIDs: ids, Code: 4003, Reason: "session-taken"}.Event())
+}
+
+// lockChain locks the sessions that chain returns, in id order, and reads the chain again until
+// every session in it is locked: a successor that a rotation committed meanwhile is locked too
+// (it is newer, so later in id order), and none can be added once the newest is held.
+func lockChain(ctx context.Context, tx pgx.Tx, chain func() ([]int64, error)) ([]int64, error) {
+	var locked []int64
+	for range 100 {
+		ids, err := chain()
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(ids, func(id int64) bool { return !slices.Contains(locked, id) }) {
+			return ids, nil
+		}
+		if err := data.LockSessions(ctx, tx, ids); err != nil {
+			return nil, err
+		}
+		locked = ids
+	}
+	return nil, errors.New("lock session chain: it keeps growing")
 }
 
 // newSession stores a fresh session for a user.

@@ -41,8 +41,8 @@ func (m *Manager) CreateUser(ctx context.Context, name, password string, typ dat
 	return m.createUser(ctx, "create user", name, password, typ, nil)
 }
 
-// createUser stores a user and emits user-update, then runs then, if set, in the same
-// transaction. A taken name is ErrNameTaken; other errors are wrapped with what.
+// createUser stores a user, runs then, if set, in the same transaction, and emits user-update
+// last. A taken name is ErrNameTaken; other errors are wrapped with what.
 func (m *Manager) createUser(ctx context.Context, what, name, password string, typ data.UserType, then func(pgx.Tx, data.User) error) (data.User, error) {
 	hash, err := m.hasher.hash(password)
 	if err != nil {
@@ -53,13 +53,12 @@ func (m *Manager) createUser(ctx context.Context, what, name, password string, t
 		if u, err = data.CreateUser(ctx, tx, name, typ, hash); err != nil {
 			return err
 		}
-		if err := emitUserUpdate(ctx, tx, u); err != nil {
-			return err
-		}
 		if then != nil {
-			return then(tx, u)
+			if err := then(tx, u); err != nil {
+				return err
+			}
 		}
-		return nil
+		return emitUserUpdate(ctx, tx, u) // last, as every append (doc.go)
 	})
 	if errors.Is(err, data.ErrNameTaken) {
 		return u, ErrNameTaken

@@ -164,6 +164,16 @@ func (s *Events) Bounds(ctx context.Context, id int64) (Bounds, error) {
 	return b, nil
 }
 
+// Watermark returns the safe watermark as db sees it: in a transaction, as of the statement,
+// so that a caller holding locks knows which appends its reads reflect (auth.Resolution).
+func Watermark(ctx context.Context, db DB) (int64, error) {
+	var last int64
+	if err := db.QueryRow(ctx, "SELECT last_id FROM event_log_state").Scan(&last); err != nil {
+		return 0, fmt.Errorf("read watermark: %w", err)
+	}
+	return last, nil
+}
+
 // After returns up to limit events with ids greater than after, in id order. Because writers
 // are serialized on the counter row, what it returns is always a gapless run unless retention
 // pruned events: the first id differs from after+1 exactly when events after `after` are gone.

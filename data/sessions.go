@@ -58,15 +58,26 @@ func InsertSession(ctx context.Context, db DB, s SessionRow) (SessionRow, error)
 		s.TokenHash, s.UserID, s.RotatesAt, s.ExpiresAt, s.PredecessorID, s.DiscardAt))
 }
 
-// SessionByTokenHash returns the session whose token hashes to hash, locked for update when
-// called in a transaction, or ErrNotFound.
+// SessionByTokenHash returns the session whose token hashes to hash, or ErrNotFound. It locks
+// nothing: a caller that changes the session locks its user, then the row (SessionByID), and
+// reads it again (the lock order of auth/doc.go).
 func SessionByTokenHash(ctx context.Context, db DB, hash []byte) (SessionRow, error) {
-	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE token_hash = $1 FOR UPDATE", hash))
+	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE token_hash = $1", hash))
 }
 
 // SessionByID returns a session, locked for update when called in a transaction.
 func SessionByID(ctx context.Context, db DB, id int64) (SessionRow, error) {
 	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE id = $1 FOR UPDATE", id))
+}
+
+// LockSessions locks, FOR UPDATE until the caller's transaction ends, those of ids that exist,
+// one at a time in increasing id order: every transaction that holds several session rows
+// takes them in that order, so that two of them never wait for each other.
+func LockSessions(ctx context.Context, db DB, ids []int64) error {
+	if _, err := db.Exec(ctx, "SELECT id FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids); err != nil {
+		return fmt.Errorf("lock sessions: %w", err)
+	}
+	return nil
 }
 
 // MarkSessionPresented records that a session's cookie came back, if it had not already.

@@ -61,6 +61,14 @@ func UserByID(ctx context.Context, db DB, id int64) (User, error) {
 	return scanUser(db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1", id))
 }
 
+// LockUserShared returns the user with id, or ErrNotFound, and holds its row FOR SHARE until
+// the caller's transaction ends: the user can be neither changed nor deleted meanwhile, while
+// other transactions may share the lock. It is the first lock of the lock order of auth
+// (auth/doc.go).
+func LockUserShared(ctx context.Context, db DB, id int64) (User, error) {
+	return scanUser(db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1 FOR SHARE", id))
+}
+
 // UserByName returns the user with name, compared regardless of case, or ErrNotFound.
 func UserByName(ctx context.Context, db DB, name string) (User, error) {
 	return scanUser(db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE lower(name) = lower($1)", name))

@@ -106,6 +106,12 @@ type StreamOptions struct {
 	// the stream, one at or below it is reflected in the viewer already. Nil: the stream reads
 	// the watermark itself when it opens; a signed-in viewer must come with one.
 	Watermark *int64
+	// OnProven, if set, is called at most once, from a goroutine the stream owns and joins,
+	// when the client first shows that it received the upgrade: its first frame read (a close
+	// frame too), or the pong to a ping that the stream sends as it starts when OnProven is
+	// set (beside the session frame; the two may leave in either order). A 101 written is no
+	// proof: the connection can drop before the client reads it.
+	OnProven func()
 }
 
 // stream is one socket's delivery state.
@@ -132,6 +138,7 @@ type stream struct {
 	ping    *time.Timer
 	pingDue atomic.Bool    // a ping is due
 	drives  sync.WaitGroup // the drive, while one runs
+	framed  chan struct{}  // closed by the reader at the client's first frame, if OnProven is set
 
 	mu       sync.Mutex
 	controls [][]byte // guarded by mu: pong, ack and error frames waiting for the writer
@@ -155,6 +162,9 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, ctx: ctx, cancel: cancel}
+	if opts.OnProven != nil {
+		s.framed = make(chan struct{})
+	}
 	s.w = &writer{stream: s}
 	var cutoff int64
 	if opts.Watermark != nil {
@@ -188,12 +198,17 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	defer s.ping.Stop()
 	s.startDrive(false)
 	go s.drive(true)
+	var proving sync.WaitGroup
+	if opts.OnProven != nil {
+		proving.Go(func() { s.prove(ctx) })
+	}
 	readErr := s.readLoop(ctx)
 	cancel()
 	s.mu.Lock()
 	s.done = true
 	s.mu.Unlock()
 	s.drives.Wait()
+	proving.Wait()
 	switch {
 	case s.writeErr != nil:
 		return s.writeErr
@@ -329,12 +344,62 @@ func (s *stream) takeControls() [][]byte {
 	return c
 }
 
+// prove calls OnProven once the client shows that it received the upgrade: a frame read, or
+// the pong to the ping it sends at once. It returns when it has, or when the stream ends, and
+// waits for its ping.
+func (s *stream) prove(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	pinged := make(chan struct{})
+	var pingErr error // set before pinged is closed
+	go func() {
+		defer close(pinged)
+		pingErr = s.conn.Ping(pctx)
+	}()
+	defer func() {
+		cancel()
+		<-pinged
+	}()
+	pong := pinged
+	for {
+		select {
+		case <-s.framed:
+		case <-pong:
+			if pingErr != nil {
+				pong = nil // no pong in time: only a frame can show it now
+				continue
+			}
+		case <-ctx.Done():
+			// A frame or a pong that came just before the end still counts.
+			if !isClosed(s.framed) && (pong == nil || !isClosed(pong) || pingErr != nil) {
+				return
+			}
+		}
+		s.opts.OnProven()
+		return
+	}
+}
+
+// isClosed reports whether ch is closed, without waiting.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // readLoop reads client frames until the socket fails or closes. It runs in Serve's goroutine.
 func (s *stream) readLoop(ctx context.Context) error {
 	bucket := newTokenBucket(s.cfg.PublishRate, s.cfg.PublishBurst, time.Now())
 	invalid := 0
+	shown := s.framed == nil // nobody waits for the first frame
 	for {
 		typ, msg, err := s.conn.Read(ctx)
+		if !shown && (err == nil || websocket.CloseStatus(err) != -1) {
+			close(s.framed) // a frame, or the client's close: it received the upgrade
+			shown = true
+		}
 		if err != nil {
 			return err
 		}

@@ -390,8 +390,9 @@ func TestLostRotationResponseKeepsUserSignedIn(t *testing.T) {
 }
 
 // TestTheftDetectedWhenTheTakerOnlyStreams: the taker's successor arrives on the 101 of a
-// stream upgrade and is never presented in a request; the open stream proves it arrived, so
-// the real user's old cookie still reveals the theft rather than pass for a lost response.
+// stream upgrade and is never presented in a request; the stream, whose client answers the
+// server's ping, proves it arrived, so the real user's old cookie still reveals the theft
+// rather than pass for a lost response.
 func TestTheftDetectedWhenTheTakerOnlyStreams(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{auth: auth.Config{Rotate: 500 * time.Millisecond, Grace: 200 * time.Millisecond}})
@@ -412,6 +413,9 @@ func TestTheftDetectedWhenTheTakerOnlyStreams(t *testing.T) {
 	if got := sessionOf(t, c.next()); got.Session == nil {
 		t.Fatalf("taker's stream: got %+v", got)
 	}
+	// The taker's page reads its stream, as every client does: it answers the server's ping,
+	// which shows that the 101 carrying the successor arrived.
+	ended := c.readOn()
 	var told sessionAnswer
 	waitFor(t, "grace over", func() bool {
 		told = real.session()
@@ -420,7 +424,7 @@ func TestTheftDetectedWhenTheTakerOnlyStreams(t *testing.T) {
 	if told.Notice == nil || *told.Notice != "session-taken" {
 		t.Fatalf("real user: got %+v, want notice session-taken", told)
 	}
-	c.expectClose(4003, "session-taken")
+	wantClose(t, <-ended, 4003, "session-taken")
 }
 
 // TestMessageCarriesTheCurrentName: a rename after the stream opened shows in later messages.

@@ -64,15 +64,10 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, errBadOrigin)
 		return
 	}
-	// The watermark before the session is read: a control event after it that names this
-	// session or user closes the stream, even if the hub applies it before the stream subscribes.
-	var checkedAt int64
-	if h.token(r) != "" {
-		if checkedAt, err = h.deps.Events.Watermark(r.Context()); err != nil {
-			h.fail(w, r, err)
-			return
-		}
-	}
+	// With a session, the watermark is read in the transaction that resolves it: the stream
+	// replays up to it, and a control event after it that names this session or user closes
+	// the stream, even if the hub applied it before the stream subscribed. Without one, the
+	// stream reads the watermark itself.
 	res, err := h.resolve(w, r) // a rotation's cookie rides on the 101
 	if err != nil {
 		h.fail(w, r, err)
@@ -100,16 +95,21 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		LastEventID:  after,
 	}
 	if res.NewToken != "" {
-		// The 101 with the new cookie went out on a connection that is now open.
-		ctx, cancel := context.WithTimeout(h.streamCtx, 5*time.Second) // not r.Context() after Accept
-		err := h.deps.Auth.Presented(ctx, res.Session)
-		cancel()
-		if err != nil {
-			h.log.Warn("mark rotated session presented", "err", err)
+		// The new cookie rode on the 101, but a 101 written may still be lost: the successor
+		// counts as presented only once the client shows that it received it (PROTOCOL.md
+		// section 4.4: a lost response is never taken for a theft).
+		successor := res.Session
+		opts.OnProven = func() {
+			ctx, cancel := context.WithTimeout(h.streamCtx, 5*time.Second) // not r.Context() after Accept
+			defer cancel()
+			if err := h.deps.Auth.Presented(ctx, successor); err != nil {
+				h.log.Warn("mark rotated session presented", "err", err)
+			}
 		}
 	}
 	if s := res.Session; s != nil {
-		opts.Watermark = &checkedAt
+		wm := res.Watermark
+		opts.Watermark = &wm
 		opts.Viewer = viewerOf(s)
 		opts.Publish = h.publisherFor(s.Account)
 		if res.Rotated {
