@@ -36,6 +36,8 @@ type Options struct {
 	Metrics *prometheus.Registry
 	// NoListenerWait returns once the hub is ready, without waiting for its LISTEN connection.
 	NoListenerWait bool
+	// Lag starts the hub on a LagStore (Node.Lag), so that the test can make it lag on purpose.
+	Lag bool
 }
 
 // Node is one running node.
@@ -47,6 +49,8 @@ type Node struct {
 	Hub     *realtime.Hub
 	Handler *web.Handler
 	Auth    *auth.Manager
+	// Lag is the store the hub reads through when Options.Lag was set; nil otherwise.
+	Lag *LagStore
 
 	stop func()
 }
@@ -64,9 +68,18 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		o.Hub.Metrics = realtime.NewMetrics(o.Metrics)
 		deps.Metrics = promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})
 	}
-	deps.Hub = realtime.NewHub(deps.Events, o.Hub)
+	var store realtime.Store = deps.Events
+	var lag *LagStore
+	if o.Lag {
+		lag = NewLagStore(deps.Events)
+		store = lag
+	}
+	deps.Hub = realtime.NewHub(store, o.Hub)
+	if lag != nil {
+		lag.hub = deps.Hub
+	}
 	deps.Auth = auth.NewManager(pool, o.Auth)
-	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web)}
+	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web), Lag: lag}
 
 	srv := httptest.NewUnstartedServer(n.Handler)
 	if o.Addr != "" {
@@ -78,10 +91,14 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		srv.Listener = ln
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	hubCtx := ctx
+	if lag != nil {
+		hubCtx = hubContext(ctx)
+	}
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
-		n.Hub.Run(ctx)
+		n.Hub.Run(hubCtx)
 	}()
 	srv.Start()
 	n.URL, n.Addr = srv.URL, srv.Listener.Addr().String()
