@@ -40,6 +40,8 @@ type Options struct {
 	// through a pool of its own, while the rest of the node uses the pool given to Start: a
 	// test points it at a datatest.Proxy to cut the hub off alone.
 	StoreURL string
+	// Lag starts the hub on a LagStore (Node.Lag), so that the test can make it lag on purpose.
+	Lag bool
 }
 
 // Node is one running node.
@@ -51,6 +53,8 @@ type Node struct {
 	Hub     *realtime.Hub
 	Handler *web.Handler
 	Auth    *auth.Manager
+	// Lag is the store the hub reads through when Options.Lag was set; nil otherwise.
+	Lag *LagStore
 
 	stop func()
 }
@@ -68,7 +72,8 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		o.Hub.Metrics = realtime.NewMetrics(o.Metrics)
 		deps.Metrics = promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})
 	}
-	store, storePool := deps.Events, (*pgxpool.Pool)(nil)
+	var store realtime.Store = deps.Events
+	var storePool *pgxpool.Pool
 	if o.StoreURL != "" {
 		var err error
 		if storePool, err = pgxpool.New(context.Background(), o.StoreURL); err != nil {
@@ -76,9 +81,17 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		}
 		store = data.NewEvents(storePool)
 	}
+	var lag *LagStore
+	if o.Lag {
+		lag = NewLagStore(store)
+		store = lag
+	}
 	deps.Hub = realtime.NewHub(store, o.Hub)
+	if lag != nil {
+		lag.hub = deps.Hub
+	}
 	deps.Auth = auth.NewManager(pool, o.Auth)
-	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web)}
+	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web), Lag: lag}
 
 	srv := httptest.NewUnstartedServer(n.Handler)
 	if o.Addr != "" {
@@ -90,10 +103,14 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		srv.Listener = ln
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	hubCtx := ctx
+	if lag != nil {
+		hubCtx = hubContext(ctx)
+	}
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
-		n.Hub.Run(ctx)
+		n.Hub.Run(hubCtx)
 	}()
 	srv.Start()
 	n.URL, n.Addr = srv.URL, srv.Listener.Addr().String()
