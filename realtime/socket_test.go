@@ -128,3 +128,78 @@ func TestTryWriteNeverWaits(t *testing.T) {
 		t.Fatalf("got %d bytes, want %d in order", len(b), want.Len())
 	}
 }
+
+// TestEachHeldWriteHasItsOwnTimeout (issue 9 item 8): a peer that reads steadily but slowly
+// takes longer than the write timeout over a whole burst, yet each write finishes within it:
+// the burst must go through. A deadline armed once for the whole burst cut it off.
+func TestEachHeldWriteHasItsOwnTimeout(t *testing.T) {
+	t.Parallel()
+	server, client := net.Pipe() // no buffer: every write waits for the reader
+	defer server.Close()
+	const timeout = 300 * time.Millisecond
+	chunk := bytes.Repeat([]byte("x"), corkLimit/2+1) // written through, one write each
+	read := make(chan int, 1)
+	go func() {
+		total, buf := 0, make([]byte, len(chunk))
+		for {
+			time.Sleep(timeout / 2) // a slow reader: the pace under test, not a wait for a state
+			n, err := io.ReadFull(client, buf)
+			total += n
+			if err != nil {
+				read <- total
+				return
+			}
+		}
+	}()
+	c := &corkConn{Conn: server}
+	c.hold(timeout)
+	for i := range 4 { // four writes of timeout/2 each: twice the timeout in all
+		if err := c.writeWire(chunk); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if err := c.release(); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if got := <-read; got != 4*len(chunk) {
+		t.Fatalf("peer read %d bytes, want %d", got, 4*len(chunk))
+	}
+}
+
+// TestNothingAfterTheCloseFrame (item 10): a Close frame that the library writes (answering a
+// client's close, or a 1009) leaves at once, after what was held back before it, even in the
+// middle of a burst; no frame may follow it (RFC 6455 section 5.5.1), whoever tries.
+func TestNothingAfterTheCloseFrame(t *testing.T) {
+	t.Parallel()
+	server, client := net.Pipe()
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(client); got <- b }()
+	c := &corkConn{Conn: server, framing: true}
+	before := appendWireFrame(nil, []byte(`{"type":"event","id":1}`))
+	after := appendWireFrame(nil, []byte(`{"type":"event","id":2}`))
+	closeFrame := []byte{0x88, 0x02, 0x03, 0xE8} // close 1000, as the library writes it
+
+	c.hold(5 * time.Second)
+	if err := c.writeWire(before); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(closeFrame); err != nil { // the reader answers a client's close
+		t.Fatal(err)
+	}
+	if err := c.writeWire(after); err == nil {
+		t.Fatal("a held write after the close frame was taken")
+	}
+	if written, _, err := c.tryWrite(after); written || err == nil {
+		t.Fatalf("tryWrite after the close frame: got written %v, %v; want an error", written, err)
+	}
+	if _, err := c.Write([]byte{0x89, 0x00}); err == nil { // a ping
+		t.Fatal("a write of the library after the close frame was taken")
+	}
+	c.release()
+	server.Close()
+	want := append(append([]byte(nil), before...), closeFrame...)
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer got % x, want the held event then the close frame only: % x", b, want)
+	}
+}

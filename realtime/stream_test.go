@@ -43,7 +43,7 @@ func newStreamServerOn(t *testing.T, pool *pgxpool.Pool, store Store, cfg Stream
 // startStreamServer is a stream server with every setting: the hub's config (its poll is an
 // hour unless set), and the options of each stream, decided from its request (nil: an anonymous
 // stream with the request's lastEventId).
-func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubConfig, cfg StreamConfig, optsFor func(*http.Request) StreamOptions) *streamServer {
+func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubConfig, cfg StreamConfig, optsFor func(*http.Request) StreamOptions, tweak ...func(*httptest.Server)) *streamServer {
 	t.Helper()
 	if hcfg.Poll == 0 {
 		hcfg.Poll = time.Hour
@@ -54,7 +54,7 @@ func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubCo
 	var run sync.WaitGroup
 	run.Go(func() { hub.Run(ctx) })
 	s := &streamServer{hub: hub, pool: pool, served: make(chan error, 100)}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		opts := StreamOptions{LastEventID: lastEventIDOf(r)}
 		if optsFor != nil {
 			opts = optsFor(r)
@@ -68,6 +68,10 @@ func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubCo
 		}
 		s.served <- hub.Serve(r.Context(), sock, cfg, opts)
 	}))
+	for _, f := range tweak {
+		f(srv)
+	}
+	srv.Start()
 	t.Cleanup(func() {
 		hub.Shutdown()
 		srv.Close()
