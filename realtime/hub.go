@@ -272,6 +272,7 @@ func (h *Hub) catchUp(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		full := len(evs) == h.cfg.PageSize // there may be more after this page
 		if from < head && len(evs) > 0 && evs[0].ID == head {
 			if !evs[0].Time.Equal(known.Time) {
 				return h.checkHistory(ctx, true)
@@ -279,6 +280,9 @@ func (h *Hub) catchUp(ctx context.Context) error {
 			evs = evs[1:]
 		}
 		if len(evs) == 0 {
+			if full {
+				continue // the page held only the head's own event
+			}
 			return nil
 		}
 		page := make([]*Event, len(evs))
@@ -304,7 +308,7 @@ func (h *Hub) catchUp(ctx context.Context) error {
 			h.advance(page[:n:n])
 			page = page[n:]
 		}
-		if len(evs) < h.cfg.PageSize {
+		if !full {
 			return nil
 		}
 	}
