@@ -36,6 +36,8 @@ type Options struct {
 	Metrics *prometheus.Registry
 	// NoListenerWait returns once the hub is ready, without waiting for its LISTEN connection.
 	NoListenerWait bool
+	// Publisher configures the node's group commit.
+	Publisher data.PublisherConfig
 }
 
 // Node is one running node.
@@ -59,7 +61,7 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 	if o.Auth.Password == nil {
 		o.Auth.Password = &CheapPasswords
 	}
-	deps := web.Deps{Pool: pool, Events: data.NewEvents(pool), Publisher: data.NewPublisher(pool, data.PublisherConfig{})}
+	deps := web.Deps{Pool: pool, Events: data.NewEvents(pool), Publisher: data.NewPublisher(pool, o.Publisher)}
 	if o.Metrics != nil {
 		o.Hub.Metrics = realtime.NewMetrics(o.Metrics)
 		deps.Metrics = promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})
@@ -90,6 +92,7 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		defer scancel()
 		n.Handler.Shutdown(sctx)
 		srv.Close()
+		deps.Publisher.Close()
 		cancel()
 		<-hubDone
 	}
