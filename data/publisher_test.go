@@ -3,7 +3,11 @@ package data_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,5 +109,110 @@ func TestPublisherRefusesInvalidAlone(t *testing.T) {
 	ids, err := p.Publish(ctx, []data.NewEvent{{Type: "ok"}})
 	if err != nil || len(ids) != 1 || ids[0] != 1 {
 		t.Fatalf("next call: got %v, %v; want [1]", ids, err)
+	}
+}
+
+// TestPublisherSplitsBatchTooLarge makes PostgreSQL refuse, as it does a statement over one of
+// its size limits, every insert of more than 4 events (SQLSTATE 54000 from a trigger), and sends
+// one batch of 12 calls: the batch is split until each part fits, so every call of up to 4
+// events is stored, and only the call of 5 fails, alone, with ErrTooLarge.
+func TestPublisherSplitsBatchTooLarge(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	pool := datatest.NewPool(t)
+	if _, err := pool.Exec(ctx, `
+		CREATE FUNCTION test_size_limit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF (SELECT count(*) FROM new_rows) > 4 THEN
+				RAISE EXCEPTION 'statement too large' USING ERRCODE = '54000';
+			END IF;
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER test_size_limit AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows
+			FOR EACH STATEMENT EXECUTE FUNCTION test_size_limit()`); err != nil {
+		t.Fatal(err)
+	}
+	p := data.NewPublisher(pool, data.PublisherConfig{})
+	t.Cleanup(p.Close)
+	release := holdCounter(t, pool)
+	first := publishAsync(t, ctx, p, nil, ev("first"))
+	waitCalls(t, p, "the first batch in flight", func(b, w int) bool { return b == 1 })
+	var calls []<-chan published
+	for i := range 12 {
+		evs := []data.NewEvent{ev("s")}
+		switch i {
+		case 5:
+			evs = slices.Repeat(evs, 5) // too large alone
+		case 8:
+			evs = slices.Repeat(evs, 4) // just fits
+		}
+		var k *data.IdempotencyKey
+		if i%2 == 1 {
+			kk := key(fmt.Sprint("split-", i), "s")
+			k = &kk
+		}
+		calls = append(calls, publishAsync(t, ctx, p, k, evs...))
+	}
+	waitCalls(t, p, "every call waiting", func(b, w int) bool { return w == 12 })
+	release()
+	within(t, 10*time.Second, "first", first)
+	var all []int64
+	for i, c := range calls {
+		r := within(t, 10*time.Second, "call", c)
+		if i == 5 {
+			if !errors.Is(r.err, data.ErrTooLarge) {
+				t.Fatalf("call of 5 events: got %v, %v; want ErrTooLarge", r.ids, r.err)
+			}
+			continue
+		}
+		if r.err != nil {
+			t.Fatalf("call %d: %v", i, r.err)
+		}
+		for j := 1; j < len(r.ids); j++ {
+			if r.ids[j] != r.ids[j-1]+1 {
+				t.Fatalf("call %d: ids %v are not consecutive", i, r.ids)
+			}
+		}
+		all = append(all, r.ids...)
+	}
+	slices.Sort(all)
+	if len(all) != 14 || all[0] != 2 || all[13] != 15 || len(slices.Compact(all)) != 14 {
+		t.Fatalf("ids: got %v, want 2..15 once each", all)
+	}
+	if n := countEvents(t, pool, "s"); n != 14 {
+		t.Fatalf("got %d events stored, want 14", n)
+	}
+}
+
+// TestPublisherBatchBytes checks that MaxBatchBytes bounds a batch: six waiting calls of about
+// 100 bytes each, with a limit of 200, commit in three transactions, not one.
+func TestPublisherBatchBytes(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	pool := datatest.NewPool(t)
+	p := data.NewPublisher(pool, data.PublisherConfig{MaxBatchBytes: 200})
+	t.Cleanup(p.Close)
+	release := holdCounter(t, pool)
+	first := publishAsync(t, ctx, p, nil, ev("first"))
+	waitCalls(t, p, "the first batch in flight", func(b, w int) bool { return b == 1 })
+	payload := json.RawMessage(`"` + strings.Repeat("x", 58) + `"`) // with the type and overhead, 93 bytes
+	var calls []<-chan published
+	for range 6 {
+		calls = append(calls, publishAsync(t, ctx, p, nil, data.NewEvent{Type: "b", Data: payload}))
+	}
+	waitCalls(t, p, "every call waiting", func(b, w int) bool { return w == 6 })
+	release()
+	within(t, 10*time.Second, "first", first)
+	for _, c := range calls {
+		if r := within(t, 10*time.Second, "call", c); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	var txns int
+	if err := pool.QueryRow(ctx, "SELECT count(DISTINCT xmin::text) FROM events WHERE type = 'b'").Scan(&txns); err != nil {
+		t.Fatal(err)
+	}
+	if txns != 3 {
+		t.Fatalf("six calls of 93 bytes took %d transactions, want 3 (two per 200 bytes)", txns)
 	}
 }

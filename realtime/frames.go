@@ -133,6 +133,11 @@ const (
 	CodeInvalid         = "invalid"
 	CodeRateLimited     = "rate-limited"
 	CodeInternal        = "internal"
+	// CodeOutcomeUnknown: the publish was sent to the database but its answer was lost (or did
+	// not come in time); it may have been stored. Retry with the same key.
+	CodeOutcomeUnknown = "outcome-unknown"
+	// CodeKeyReused: the publish's key was used before for another event.
+	CodeKeyReused = "idempotency-key-reused"
 )
 
 // FrameError is a refusal sent to the client as an error frame; the stream carries on.
@@ -150,11 +155,13 @@ type ClientFrame struct {
 	Event ClientEvent // publish only
 }
 
-// ClientEvent is the event of a publish frame: only its type and data; the server decides the
-// rest.
+// ClientEvent is the event of a publish frame: only its type and data, and the frame's
+// idempotency key; the server decides the rest.
 type ClientEvent struct {
 	Type string
 	Data json.RawMessage
+	// Key is the frame's idempotency key (data.ValidKey), empty when it has none.
+	Key string
 }
 
 // MaxRefLen is the longest ref a client frame may carry, in bytes.
@@ -169,6 +176,7 @@ func ParseClientFrame(msg []byte) (ClientFrame, error) {
 		Type  *string         `json:"type"`
 		Ref   json.RawMessage `json:"ref"`
 		Event json.RawMessage `json:"event"`
+		Key   json.RawMessage `json:"key"`
 	}
 	invalid := func(f ClientFrame, msg string) (ClientFrame, error) {
 		return f, &FrameError{Code: CodeInvalidFrame, Message: msg}
@@ -203,6 +211,12 @@ func ParseClientFrame(msg []byte) (ClientFrame, error) {
 			return invalid(f, `publish needs "event.type"`)
 		}
 		f.Event = ClientEvent{Type: *ev.Type, Data: ev.Data}
+		if len(raw.Key) > 0 && !bytes.Equal(raw.Key, []byte("null")) {
+			if json.Unmarshal(raw.Key, &f.Event.Key) != nil || !data.ValidKey(f.Event.Key) {
+				f.Event.Key = ""
+				return invalid(f, `"key" must be 1 to 255 bytes of ASCII letters, digits and -._~:+/=`)
+			}
+		}
 		return f, nil
 	}
 	return invalid(f, "unknown frame type "+strconv.Quote(f.Type))

@@ -37,6 +37,9 @@ func TestParseClientFrame(t *testing.T) {
 		{`{"type":"ping","ref":null}`, ClientFrame{Type: "ping"}},
 		{`{"type":"publish","ref":"r1","event":{"type":"message","data":{"text":"hi"}}}`,
 			ClientFrame{Type: "publish", Ref: ref("r1"), Event: ClientEvent{Type: "message", Data: json.RawMessage(`{"text":"hi"}`)}}},
+		{`{"type":"publish","ref":"r2","key":"k-1:a/b+=","event":{"type":"message","data":{"text":"hi"}}}`,
+			ClientFrame{Type: "publish", Ref: ref("r2"), Event: ClientEvent{Type: "message", Data: json.RawMessage(`{"text":"hi"}`), Key: "k-1:a/b+="}}},
+		{`{"type":"publish","key":null,"event":{"type":"message"}}`, ClientFrame{Type: "publish", Event: ClientEvent{Type: "message"}}},
 	}
 	for _, tc := range valid {
 		got, err := ParseClientFrame([]byte(tc.in))
@@ -45,7 +48,7 @@ func TestParseClientFrame(t *testing.T) {
 			continue
 		}
 		if got.Type != tc.want.Type || (got.Ref == nil) != (tc.want.Ref == nil) || (got.Ref != nil && *got.Ref != *tc.want.Ref) ||
-			got.Event.Type != tc.want.Event.Type || string(got.Event.Data) != string(tc.want.Event.Data) {
+			got.Event.Type != tc.want.Event.Type || string(got.Event.Data) != string(tc.want.Event.Data) || got.Event.Key != tc.want.Event.Key {
 			t.Errorf("%s: got %+v, want %+v", tc.in, got, tc.want)
 		}
 	}
@@ -59,6 +62,10 @@ func TestParseClientFrame(t *testing.T) {
 		{`{"type":"publish","event":{"type":""}}`, nil}, {`{"type":"publish","event":"message"}`, nil},
 		{`{"type":"ping","ref":5}`, nil}, {`{"type":7}`, nil},
 		{`{"type":"ping","ref":"` + strings.Repeat("x", MaxRefLen+1) + `"}`, nil},
+		{`{"type":"publish","ref":"k","key":"","event":{"type":"message"}}`, ref("k")},
+		{`{"type":"publish","ref":"k","key":"a b","event":{"type":"message"}}`, ref("k")},
+		{`{"type":"publish","ref":"k","key":7,"event":{"type":"message"}}`, ref("k")},
+		{`{"type":"publish","ref":"k","key":"` + strings.Repeat("x", data.MaxKeyLen+1) + `","event":{"type":"message"}}`, ref("k")},
 	}
 	for _, tc := range invalid {
 		got, err := ParseClientFrame([]byte(tc.in))
@@ -77,7 +84,8 @@ func TestParseClientFrame(t *testing.T) {
 // invalid-frame refusal, and that the answer is always valid JSON.
 func FuzzParseClientFrame(f *testing.F) {
 	for _, s := range []string{`{"type":"ping","ref":"p1"}`, `{"type":"publish","ref":"r","event":{"type":"message","data":{"text":"hi"}}}`,
-		`{"type":"publish"}`, `{}`, `[`, `{"type":"ping","ref":"\u00e9"}`} {
+		`{"type":"publish"}`, `{}`, `[`, `{"type":"ping","ref":"\u00e9"}`,
+		`{"type":"publish","key":"k1","event":{"type":"message"}}`, `{"type":"publish","key":"\u006b","event":{"type":"m"}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -96,6 +104,9 @@ func FuzzParseClientFrame(f *testing.F) {
 			case "publish":
 				if f.Event.Type == "" {
 					t.Fatalf("%q: publish without an event type", msg)
+				}
+				if f.Event.Key != "" && !data.ValidKey(f.Event.Key) {
+					t.Fatalf("%q: accepted key %q, which the store refuses", msg, f.Event.Key)
 				}
 				reply = ackFrame(f.Ref, 1)
 			default:

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// tokenBucket is a rate limit that starts full. Only the reader goroutine of a stream uses it.
+// tokenBucket is a rate limit that starts full. Its owner guards it.
 type tokenBucket struct {
 	rate   float64 // tokens per second
 	burst  float64
@@ -28,6 +28,9 @@ func (b *tokenBucket) available(now time.Time) bool {
 
 // take removes one token; call it only after available said yes.
 func (b *tokenBucket) take() { b.tokens-- }
+
+// give returns a token that take removed, up to the burst.
+func (b *tokenBucket) give() { b.tokens = min(b.burst, b.tokens+1) }
 
 // accountBuckets are the publish token buckets of accounts, shared by all their streams on a
 // node.
@@ -66,5 +69,14 @@ func (a *accountBuckets) take(id int64) {
 	defer a.mu.Unlock()
 	if b, ok := a.buckets[id]; ok {
 		b.take()
+	}
+}
+
+// give returns a token to account id's bucket.
+func (a *accountBuckets) give(id int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if b, ok := a.buckets[id]; ok {
+		b.give()
 	}
 }

@@ -3,7 +3,6 @@ package realtime
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,10 @@ type StreamConfig struct {
 	// ReadLimit is the largest client message in bytes; a larger one closes with 1009
 	// (default 64 KiB).
 	ReadLimit int64
+	// PublishTimeout bounds a publish from the socket, from the moment its frame is read until
+	// its ack or error frame is queued (default 5s); one that cannot finish in time is answered
+	// with internal (nothing stored) or outcome-unknown (it may have been stored).
+	PublishTimeout time.Duration
 	// PublishRate and PublishBurst shape the per-socket token bucket for publish frames
 	// (defaults 10 per second, bursts of 20).
 	PublishRate  float64
@@ -58,6 +61,9 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	}
 	if c.ReadLimit <= 0 {
 		c.ReadLimit = 64 << 10
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 5 * time.Second
 	}
 	if c.PublishRate <= 0 {
 		c.PublishRate = 10
@@ -140,6 +146,8 @@ type stream struct {
 	drives  sync.WaitGroup // the drive, while one runs
 	framed  chan struct{}  // closed by the reader at the client's first frame, if OnProven is set
 
+	pubs *publishes // owned by the reader: made at the stream's first publish
+
 	mu       sync.Mutex
 	controls [][]byte // guarded by mu: pong, ack and error frames waiting for the writer
 	parked   bool     // guarded by mu: no drive runs; the hub writes new events
@@ -204,6 +212,7 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	}
 	readErr := s.readLoop(ctx)
 	cancel()
+	s.pubs.stop()
 	s.mu.Lock()
 	s.done = true
 	s.mu.Unlock()
@@ -389,9 +398,12 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// readLoop reads client frames until the socket fails or closes. It runs in Serve's goroutine.
+// closeUnanswered closes a stream whose client sends faster than it reads the answers.
+var closeUnanswered = CloseReason{websocket.StatusPolicyViolation, "too many frames unanswered"}
+
+// readLoop reads client frames until the socket fails or closes. It runs in Serve's goroutine
+// and never waits on the database: publishes run in their own goroutine (publish.go).
 func (s *stream) readLoop(ctx context.Context) error {
-	bucket := newTokenBucket(s.cfg.PublishRate, s.cfg.PublishBurst, time.Now())
 	invalid := 0
 	shown := s.framed == nil // nobody waits for the first frame
 	for {
@@ -414,7 +426,7 @@ func (s *stream) readLoop(ctx context.Context) error {
 		case f.Type == "ping":
 			frame = pongFrame(f.Ref)
 		case f.Type == "publish":
-			frame = s.publish(ctx, f, &bucket)
+			frame = s.publish(f) // nil: queued, answered when it ran
 		}
 		if err != nil {
 			invalid++
@@ -424,38 +436,10 @@ func (s *stream) readLoop(ctx context.Context) error {
 		if invalid >= s.cfg.MaxInvalidFrames {
 			s.sub.Close(ClosePolicy)
 		}
-		if !s.reply(frame) {
-			s.sub.Close(CloseReason{websocket.StatusPolicyViolation, "too many frames unanswered"})
+		if frame != nil && !s.reply(frame) {
+			s.sub.Close(closeUnanswered)
 		}
 	}
-}
-
-// publish handles one publish frame and returns the ack or error frame.
-func (s *stream) publish(ctx context.Context, f ClientFrame, bucket *tokenBucket) []byte {
-	if s.opts.Publish == nil {
-		return errorFrame(f.Ref, CodeUnauthenticated, "sign in to publish")
-	}
-	now := time.Now()
-	if !bucket.available(now) {
-		return errorFrame(f.Ref, CodeRateLimited, fmt.Sprintf("at most %g events per second, bursts of %d", s.cfg.PublishRate, s.cfg.PublishBurst))
-	}
-	account := s.opts.Viewer.UserID
-	if account != 0 && !s.hub.accounts.available(account, s.cfg.AccountPublishRate, s.cfg.AccountPublishBurst, now) {
-		return errorFrame(f.Ref, CodeRateLimited, fmt.Sprintf("at most %g events per second per account, bursts of %d", s.cfg.AccountPublishRate, s.cfg.AccountPublishBurst))
-	}
-	id, err := s.opts.Publish(ctx, f.Event)
-	if err != nil {
-		var fe *FrameError
-		if !errors.As(err, &fe) && ctx.Err() == nil {
-			s.cfg.Logger.Error("publish from socket", "err", err)
-		}
-		return errorFrameFor(f.Ref, err)
-	}
-	bucket.take()
-	if account != 0 {
-		s.hub.accounts.take(account)
-	}
-	return ackFrame(f.Ref, id)
 }
 
 // errorFrameFor encodes err as an error frame: a *FrameError as it is, anything else as internal.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"tidings/auth"
+	"tidings/data"
 )
 
 // apiError is a refusal as the API sends it.
@@ -34,7 +35,33 @@ var (
 	errRateLimited      = &apiError{http.StatusTooManyRequests, "rate-limited", "too many failed logins; try again later"}
 	errForbidden        = &apiError{http.StatusForbidden, "forbidden", "your account may not do this"}
 	errNameTaken        = &apiError{http.StatusConflict, "name-taken", "that name is taken"}
+	errOutcomeUnknown   = &apiError{http.StatusServiceUnavailable, "outcome-unknown", "the events were sent to the database but its answer was lost: they may or may not be stored; retry with the same Idempotency-Key"}
+	errKeyReused        = &apiError{http.StatusUnprocessableEntity, "idempotency-key-reused", "this Idempotency-Key was used for another request"}
+	errBadKey           = badRequest("invalid-idempotency-key", "Idempotency-Key must be given once, 1 to 255 characters of ASCII letters, digits and -._~:+/=, bare or in double quotes")
+	errEventsTooLarge   = &apiError{http.StatusRequestEntityTooLarge, "too-large", "the events are more than the database takes in one transaction"}
 )
+
+// publishError maps the errors of a publish to the API's refusals, in one table. Anything else
+// is a database failure after which nothing was stored.
+func publishError(err error) *apiError {
+	for _, m := range []struct {
+		err error
+		api *apiError
+	}{
+		{data.ErrOutcomeUnknown, errOutcomeUnknown},
+		{data.ErrKeyReused, errKeyReused},
+		{data.ErrInvalidKey, errBadKey},
+		{data.ErrTooLarge, errEventsTooLarge},
+	} {
+		if errors.Is(err, m.err) {
+			return m.api
+		}
+	}
+	if data.IsInvalidInput(err) || errors.Is(err, data.ErrInvalidEvent) {
+		return badRequest("invalid-event", err.Error())
+	}
+	return errUnavailable
+}
 
 // authError maps the errors of package auth to the API's refusals, in one table.
 func authError(err error) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"tidings/auth"
+	"tidings/data"
 	"tidings/data/datatest"
 )
 
@@ -214,6 +215,57 @@ func FuzzSessionCookie(f *testing.F) {
 		h.ServeHTTP(w, req)
 		if w.Code != 200 || !strings.Contains(w.Body.String(), `"session":null`) {
 			t.Fatalf("cookie %q: got %d %s", value, w.Code, w.Body)
+		}
+	})
+}
+
+func TestParseIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		values []string
+		want   string
+	}{
+		{nil, ""}, {[]string{"k1"}, "k1"}, {[]string{`"k1"`}, "k1"}, {[]string{" \tk1 "}, "k1"},
+		{[]string{"0b9c1d2e-7f3a-4e5b-8c6d-1a2b3c4d5e6f"}, "0b9c1d2e-7f3a-4e5b-8c6d-1a2b3c4d5e6f"},
+	} {
+		if got, err := ParseIdempotencyKey(c.values); err != nil || got != c.want {
+			t.Errorf("%q: got %q, %v; want %q", c.values, got, err, c.want)
+		}
+	}
+	for _, values := range [][]string{{""}, {`""`}, {`"`}, {"a b"}, {"a,b"}, {`"k1`}, {`'k1'`}, {"k1", "k1"}, {"é"}, {strings.Repeat("k", 256)}} {
+		if _, err := ParseIdempotencyKey(values); !isBadRequest(err) {
+			t.Errorf("%q: got %v, want a 400", values, err)
+		}
+	}
+}
+
+// FuzzParseIdempotencyKey checks that any header value is either refused with a 400 or yields a
+// key that the store accepts, taken from the value itself, which reads the same bare, quoted
+// or padded.
+func FuzzParseIdempotencyKey(f *testing.F) {
+	for _, s := range []string{"k1", `"k1"`, " k1\t", "", "a b", `"`, strings.Repeat("k", 255), "é"} {
+		f.Add(s, false)
+	}
+	f.Add("k1", true)
+	f.Fuzz(func(t *testing.T, value string, twice bool) {
+		values := []string{value}
+		if twice {
+			values = append(values, value)
+		}
+		key, err := ParseIdempotencyKey(values)
+		if err != nil {
+			if !isBadRequest(err) {
+				t.Fatalf("%q: error %v is not a 400", values, err)
+			}
+			return
+		}
+		if twice || !data.ValidKey(key) || !strings.Contains(value, key) {
+			t.Fatalf("%q: accepted key %q", values, key)
+		}
+		for _, v := range []string{key, `"` + key + `"`, " " + key + "\t"} {
+			if again, err := ParseIdempotencyKey([]string{v}); err != nil || again != key {
+				t.Fatalf("%q: key %q written as %q reads %q, %v", values, key, v, again, err)
+			}
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -61,13 +62,50 @@ func (h *Handler) publisherFor(account data.User) realtime.PublishFunc {
 		if err != nil {
 			return 0, err
 		}
-		ids, err := h.deps.Publisher.Publish(ctx, []data.NewEvent{{Type: ev.Type, Data: d, Audience: aud}})
+		evs := []data.NewEvent{{Type: ev.Type, Data: d, Audience: aud}}
+		var ids []int64
+		if ev.Key == "" {
+			ids, err = h.deps.Publisher.Publish(ctx, evs)
+		} else {
+			// The digest is of what the client sent: a retry after a rename is the same request.
+			k := data.IdempotencyKey{Scope: accountScope(account.ID), Key: ev.Key, Request: requestDigest(struct {
+				Type string          `json:"type"`
+				Data json.RawMessage `json:"data"`
+			}{ev.Type, ev.Data})}
+			ids, _, err = h.deps.Publisher.PublishKeyed(ctx, k, evs)
+		}
 		if err != nil {
-			if errors.Is(err, data.ErrInvalidEvent) {
-				return 0, &realtime.FrameError{Code: realtime.CodeInvalid, Message: err.Error()}
-			}
-			return 0, err
+			return 0, socketPublishError(err)
 		}
 		return ids[0], nil
 	}
+}
+
+// accountScope is the scope of the idempotency keys of an account's socket publishes.
+func accountScope(id int64) string { return "user:" + strconv.FormatInt(id, 10) }
+
+// socketPublishError maps the errors of a socket publish to error frames, in one table;
+// anything else is sent as internal (nothing stored).
+func socketPublishError(err error) error {
+	for _, m := range []struct {
+		err  error
+		code string
+	}{
+		{data.ErrOutcomeUnknown, realtime.CodeOutcomeUnknown},
+		{data.ErrKeyReused, realtime.CodeKeyReused},
+		{data.ErrInvalidEvent, realtime.CodeInvalid},
+		{data.ErrTooLarge, realtime.CodeInvalid},
+	} {
+		if errors.Is(err, m.err) {
+			message := err.Error()
+			switch m.code {
+			case realtime.CodeOutcomeUnknown:
+				message = "the event was sent to the database but its answer was lost: it may or may not be stored; publish again with the same key"
+			case realtime.CodeKeyReused:
+				message = "this key was used for another event"
+			}
+			return &realtime.FrameError{Code: m.code, Message: message}
+		}
+	}
+	return err
 }

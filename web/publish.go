@@ -2,11 +2,13 @@ package web
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -65,7 +67,44 @@ func eventAt(i, n int) string {
 	return "event " + strconv.Itoa(i) + " "
 }
 
-// publish stores events from a backend (PROTOCOL.md section 3), all in one transaction.
+// ParseIdempotencyKey reads the Idempotency-Key header of POST /api/publish from its values:
+// none, or one key (data.ValidKey), bare or as a quoted string ("k" is k). Given twice, empty,
+// or with another character, it is refused with a 400.
+func ParseIdempotencyKey(values []string) (string, error) {
+	if len(values) == 0 {
+		return "", nil
+	}
+	if len(values) > 1 {
+		return "", errBadKey
+	}
+	key := strings.Trim(values[0], " \t")
+	if len(key) >= 2 && key[0] == '"' && key[len(key)-1] == '"' {
+		key = key[1 : len(key)-1]
+	}
+	if !data.ValidKey(key) {
+		return "", errBadKey
+	}
+	return key, nil
+}
+
+// apiKeyScope is the scope of the idempotency keys of POST /api/publish: the API key's. tidings
+// has one API key, so every backend shares it.
+const apiKeyScope = "api"
+
+// requestDigest is what an idempotency key is stored with: a digest of v's JSON, in which
+// data is compacted and audiences are canonical, so that the same request sent again with other
+// white space is the same request.
+func requestDigest(v any) [32]byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("web: digest of a request that does not encode: " + err.Error()) // parsed JSON always does
+	}
+	return sha256.Sum256(b)
+}
+
+// publish stores events from a backend (PROTOCOL.md section 3), all in one transaction. With
+// an Idempotency-Key it is safe to retry: a request with the key of one stored within the key
+// window returns the first request's ids, marked with Idempotent-Replayed: true.
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	if h.cfg.APIKey == "" {
 		writeError(w, errNoAPIKey)
@@ -73,6 +112,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ httprouter.P
 	}
 	if !h.bearerOK(r) {
 		writeError(w, errBadAPIKey)
+		return
+	}
+	key, err := ParseIdempotencyKey(r.Header.Values("Idempotency-Key"))
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	body, err := io.ReadAll(r.Body)
@@ -90,15 +134,27 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ httprouter.P
 		writeError(w, err)
 		return
 	}
-	ids, err := h.deps.Publisher.Publish(r.Context(), evs)
+	var ids []int64
+	var replayed bool
+	if key == "" {
+		ids, err = h.deps.Publisher.Publish(r.Context(), evs)
+	} else {
+		k := data.IdempotencyKey{Scope: apiKeyScope, Key: key, Request: requestDigest(evs)}
+		ids, replayed, err = h.deps.Publisher.PublishKeyed(r.Context(), k, evs)
+	}
 	if err != nil {
-		if data.IsInvalidInput(err) || errors.Is(err, data.ErrInvalidEvent) {
-			writeError(w, badRequest("invalid-event", err.Error()))
-			return
+		e := publishError(err)
+		switch e {
+		case errUnavailable:
+			h.log.Error("publish", "requestId", requestID(r.Context()), "err", err)
+		case errOutcomeUnknown:
+			h.log.Warn("publish: outcome unknown", "requestId", requestID(r.Context()), "keyed", key != "", "err", err)
 		}
-		h.log.Error("publish", "requestId", requestID(r.Context()), "err", err)
-		writeError(w, errUnavailable)
+		writeError(w, e)
 		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	if ids == nil {
 		ids = []int64{}

@@ -37,10 +37,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		events := data.NewEvents(pool)
 		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: realtime.NewMetrics(reg)})
 		sessions := newAuth(pool, cfg, log)
+		publisher := data.NewPublisher(pool, data.PublisherConfig{})
+		defer publisher.Close() // after the streams and requests that publish
 		handler := web.NewHandler(web.Deps{
 			Pool:      pool,
 			Events:    events,
-			Publisher: data.NewPublisher(pool, data.PublisherConfig{}),
+			Publisher: publisher,
 			Hub:       hub,
 			Auth:      sessions,
 			Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
@@ -78,6 +80,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			every(hubCtx, cfg.pruneInterval, func() {
 				prune(hubCtx, events, cfg.retention, log)
 				discard(hubCtx, sessions, log)
+				discardKeys(hubCtx, publisher, log)
 			})
 		})
 		if cfg.pprofAddr != "" {
@@ -149,6 +152,17 @@ func discard(ctx context.Context, sessions *auth.Manager, log *slog.Logger) {
 		log.Error("discard old sessions", "err", err)
 	case n > 0:
 		log.Info("discarded old sessions", "deleted", n)
+	}
+}
+
+// discardKeys deletes idempotency keys older than their window.
+func discardKeys(ctx context.Context, publisher *data.Publisher, log *slog.Logger) {
+	n, err := publisher.DiscardKeys(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		log.Error("discard old idempotency keys", "err", err)
+	case n > 0:
+		log.Info("discarded old idempotency keys", "deleted", n)
 	}
 }
 

@@ -229,16 +229,32 @@ func (c *Client) streamURL() (string, error) {
 	return u.String(), nil
 }
 
+// PublishOption changes one Publish.
+type PublishOption func(frame map[string]any)
+
+// WithKey gives a publish an idempotency key (1 to 255 ASCII letters, digits and -._~:+/=):
+// publishing again with the same key, from any connection of the same account within the
+// server's key window (a day by default), returns the first publish's id and stores nothing.
+// Retry with the key after ErrConnectionLost or a PublishError with code outcome-unknown.
+func WithKey(key string) PublishOption {
+	return func(frame map[string]any) { frame["key"] = key }
+}
+
 // Publish sends an event over the socket and returns its id once the server stored it. A
 // refusal is a *PublishError; ErrNotConnected and ErrConnectionLost say the socket was not
-// there (after ErrConnectionLost the event may or may not exist).
-func (c *Client) Publish(ctx context.Context, eventType string, data any) (int64, error) {
+// there (after ErrConnectionLost, or the code outcome-unknown, the event may or may not
+// exist: publish again with the same WithKey to be sure it exists once).
+func (c *Client) Publish(ctx context.Context, eventType string, data any, opts ...PublishOption) (int64, error) {
 	d, err := json.Marshal(data)
 	if err != nil {
 		return 0, fmt.Errorf("tidings: encode data: %w", err)
 	}
 	ref := "p" + strconv.FormatInt(c.refs.Add(1), 10)
-	frame, _ := json.Marshal(map[string]any{"type": "publish", "ref": ref, "event": map[string]any{"type": eventType, "data": json.RawMessage(d)}})
+	f := map[string]any{"type": "publish", "ref": ref, "event": map[string]any{"type": eventType, "data": json.RawMessage(d)}}
+	for _, o := range opts {
+		o(f)
+	}
+	frame, _ := json.Marshal(f)
 	a, err := c.request(ctx, ref, frame)
 	if err != nil {
 		return 0, err

@@ -153,6 +153,16 @@ func TestPublishAndPing(t *testing.T) {
 	if err != nil || id <= 0 {
 		t.Fatalf("publish: got %d, %v", id, err)
 	}
+	keyed, err := c2.Publish(context.Background(), "message", map[string]string{"text": "once"}, client.WithKey("k-1"))
+	if err != nil {
+		t.Fatalf("keyed publish: %v", err)
+	}
+	if again, err := c2.Publish(context.Background(), "message", map[string]string{"text": "once"}, client.WithKey("k-1")); err != nil || again != keyed {
+		t.Fatalf("keyed retry: got %d, %v; want %d", again, err, keyed)
+	}
+	if _, err := c2.Publish(context.Background(), "message", map[string]string{"text": "other"}, client.WithKey("k-1")); !isRefusal(err, "idempotency-key-reused") {
+		t.Fatalf("key reused: got %v", err)
+	}
 	if _, err := c2.Publish(context.Background(), "user-update", map[string]string{}); !isRefusal(err, "forbidden") {
 		t.Fatalf("forbidden type: got %v", err)
 	}

@@ -42,6 +42,8 @@ type Options struct {
 	StoreURL string
 	// Lag starts the hub on a LagStore (Node.Lag), so that the test can make it lag on purpose.
 	Lag bool
+	// Publisher configures the node's group commit.
+	Publisher data.PublisherConfig
 }
 
 // Node is one running node.
@@ -67,7 +69,7 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 	if o.Auth.Password == nil {
 		o.Auth.Password = &CheapPasswords
 	}
-	deps := web.Deps{Pool: pool, Events: data.NewEvents(pool), Publisher: data.NewPublisher(pool, data.PublisherConfig{})}
+	deps := web.Deps{Pool: pool, Events: data.NewEvents(pool), Publisher: data.NewPublisher(pool, o.Publisher)}
 	if o.Metrics != nil {
 		o.Hub.Metrics = realtime.NewMetrics(o.Metrics)
 		deps.Metrics = promhttp.HandlerFor(o.Metrics, promhttp.HandlerOpts{})
@@ -119,6 +121,7 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		defer scancel()
 		n.Handler.Shutdown(sctx)
 		srv.Close()
+		deps.Publisher.Close()
 		cancel()
 		<-hubDone
 		if storePool != nil {
