@@ -26,20 +26,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func appendTx(t *testing.T, ctx context.Context, pool *pgxpool.Pool, evs ...data.NewEvent) []int64 {
-	t.Helper()
-	var ids []int64
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var err error
-		ids, err = data.AppendEvents(ctx, tx, evs)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("append: %v", err)
-	}
-	return ids
-}
-
 func ev(typ string) data.NewEvent { return data.NewEvent{Type: typ, Data: json.RawMessage(`{"n":1}`)} }
 
 func TestAppendReadWatermark(t *testing.T) {
@@ -188,7 +174,7 @@ func TestIdsVisibleInCommitOrder(t *testing.T) {
 		t.Fatalf("t3 append: got %v, %v", ids, err)
 	}
 	t3.Rollback(ctx)
-	if ids := appendTx(t, ctx, pool, ev("fourth")); ids[0] != 3 {
+	if ids := datatest.Append(t, pool, ev("fourth")); ids[0] != 3 {
 		t.Fatalf("after a rollback: got id %d, want 3", ids[0])
 	}
 	got, _ := events.After(ctx, 0, 10)
@@ -225,7 +211,7 @@ func TestPrune(t *testing.T) {
 	pool := datatest.NewPool(t)
 	events := data.NewEvents(pool)
 	for range 10 {
-		appendTx(t, ctx, pool, ev("e"))
+		datatest.Append(t, pool, ev("e"))
 	}
 	// Events 1-5 and 7 are old; 6 is recent, so only the prefix 1-5 may go.
 	if _, err := pool.Exec(ctx, "UPDATE events SET time = now() - interval '2 days' WHERE id <= 5 OR id = 7"); err != nil {
@@ -301,7 +287,7 @@ func TestPruneOneNodeAtATime(t *testing.T) {
 	ctx := testCtx(t)
 	pool := datatest.NewPool(t)
 	events := data.NewEvents(pool)
-	appendTx(t, ctx, pool, ev("old"), ev("old"))
+	datatest.Append(t, pool, ev("old"), ev("old"))
 	if _, err := pool.Exec(ctx, "UPDATE events SET time = now() - interval '2 days'"); err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"tidings/data"
 	"tidings/data/datatest"
 )
@@ -58,7 +56,7 @@ func TestListenSurvivesTerminatedBackend(t *testing.T) {
 		expectState(want, 10*time.Second)
 	}
 	expect(data.ListenerUp)
-	appendTx(t, ctx, pool, ev("a"))
+	datatest.Append(t, pool, ev("a"))
 	expect(data.ListenerNotified)
 
 	var killed int
@@ -69,7 +67,7 @@ func TestListenSurvivesTerminatedBackend(t *testing.T) {
 	}
 	expect(data.ListenerDown)
 	expect(data.ListenerUp)
-	appendTx(t, ctx, pool, ev("b"))
+	datatest.Append(t, pool, ev("b"))
 	expect(data.ListenerNotified)
 }
 
@@ -81,13 +79,13 @@ func TestListenSurvivesBlackHole(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	url := datatest.NewDatabase(t)
-	direct := openPool(t, url)
+	direct := datatest.OpenPool(t, url)
 	proxy := datatest.NewProxy(t, url)
 	const check, timeout = 50 * time.Millisecond, 200 * time.Millisecond
-	expect := listenStates(t, ctx, data.NewEvents(openPool(t, proxy.ConnString())),
+	expect := listenStates(t, ctx, data.NewEvents(datatest.OpenPool(t, proxy.ConnString())),
 		data.ListenerConfig{Check: check, Timeout: timeout, MaxBackoff: 50 * time.Millisecond})
 	expect(data.ListenerUp, 10*time.Second)
-	appendTx(t, ctx, direct, ev("a"))
+	datatest.Append(t, direct, ev("a"))
 	expect(data.ListenerNotified, 10*time.Second)
 
 	proxy.Freeze()
@@ -96,17 +94,6 @@ func TestListenSurvivesBlackHole(t *testing.T) {
 	expect(data.ListenerDown, check+timeout+3*time.Second)
 	proxy.Thaw()
 	expect(data.ListenerUp, 10*time.Second)
-	appendTx(t, ctx, direct, ev("b"))
+	datatest.Append(t, direct, ev("b"))
 	expect(data.ListenerNotified, 10*time.Second)
-}
-
-// openPool opens a pool on connString, closed in t.Cleanup.
-func openPool(t *testing.T, connString string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
 }

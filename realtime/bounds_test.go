@@ -36,8 +36,11 @@ func TestStreamsOpeningTogetherShareOneRead(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
 	store := &slowBounds{deafStore: deafStore{data.NewEvents(pool)}, release: make(chan struct{}), first: make(chan struct{})}
-	shared := newSharedBounds(store, 10*time.Second)
-	ctx := context.Background()
+	shared := newSharedBounds(store, 10*time.Second, nil)
+	ctx, stop := context.WithCancel(context.Background())
+	var run sync.WaitGroup
+	run.Go(func() { shared.run(ctx) })
+	defer func() { stop(); run.Wait() }()
 
 	early := make(chan data.Bounds, 1)
 	go func() {
@@ -48,7 +51,7 @@ func TestStreamsOpeningTogetherShareOneRead(t *testing.T) {
 		early <- b
 	}()
 	<-store.first // that read has its answer: watermark 0
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	const late = 50
 	var wg sync.WaitGroup
 	got := make([]data.Bounds, late)

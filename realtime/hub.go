@@ -132,7 +132,7 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		ring:  make([]*Event, cfg.CacheSize),
 		shard: deliverShard,
 
-		bounds:  newSharedBounds(store, cfg.ReadTimeout),
+		bounds:  newSharedBounds(store, cfg.ReadTimeout, cfg.Metrics),
 		replays: make(chan struct{}, cfg.TableReplays),
 		subs:    map[*Subscription]struct{}{},
 
@@ -153,6 +153,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	wg.Go(func() { h.bounds.run(ctx) })
 	wg.Go(func() {
 		h.store.Listen(ctx, h.cfg.Listener, func(s data.ListenerState) {
 			up := s != data.ListenerDown

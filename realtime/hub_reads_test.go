@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tidings/data"
@@ -24,9 +23,9 @@ func TestHubReadRetriesOnAFreshConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := datatest.NewDatabase(t)
-	direct := openPool(t, url)
+	direct := datatest.OpenPool(t, url)
 	proxy := datatest.NewProxy(t, url)
-	hubPool := openPool(t, proxy.ConnString())
+	hubPool := datatest.OpenPool(t, proxy.ConnString())
 	t.Cleanup(proxy.Close) // before the pools close: pgx waits for a frozen connection's close
 	reg := prometheus.NewRegistry()
 	hub := NewHub(data.NewEvents(hubPool), HubConfig{Poll: 20 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, Metrics: NewMetrics(reg)})
@@ -65,17 +64,6 @@ func TestHubReadRetriesOnAFreshConnection(t *testing.T) {
 	if ok := gathered(t, reg, "tidings_hub_read_ok", ""); hub.Stalled() || ok != 1 {
 		t.Errorf("after recovering: stalled %v, tidings_hub_read_ok %v; want false, 1", hub.Stalled(), ok)
 	}
-}
-
-// openPool opens a pool on connString, closed in t.Cleanup.
-func openPool(t *testing.T, connString string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), connString)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
 }
 
 // gathered returns the value of the gauge or counter name in reg, of the series whose one label

@@ -75,7 +75,7 @@ func TestLiveStreamOutOfTheCacheIsTooSlow(t *testing.T) {
 	for i := range evs {
 		evs[i] = data.NewEvent{Type: "test", Data: json.RawMessage(`"` + strings.Repeat("x", 1000) + `"`)}
 	}
-	appendEvents(t, pool, evs...)
+	datatest.Append(t, pool, evs...)
 	s.hub.Wake()
 	events, last := 0, int64(0)
 	for {
@@ -129,7 +129,7 @@ func TestTableReplaysTakeTurns(t *testing.T) {
 	store := &gatedStore{deafStore: deafStore{data.NewEvents(pool)}, gate: make(chan struct{})}
 	reg := prometheus.NewRegistry()
 	s := startStreamServer(t, pool, store, HubConfig{TableReplays: 1, Metrics: NewMetrics(reg)}, StreamConfig{}, nil)
-	appendEvents(t, pool, plain(5)...) // the hub does not hear of them: the streams need the table
+	datatest.Append(t, pool, plain(5)...) // the hub does not hear of them: the streams need the table
 	var conns []*websocket.Conn
 	for range 3 {
 		conns = append(conns, s.dialQuery(t, "lastEventId=0"))

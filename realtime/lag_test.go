@@ -24,22 +24,6 @@ import (
 // deafStore hears no notification, and the hub polls once an hour), and what a stream answers
 // must not depend on it.
 
-// appendEvents commits evs in one transaction and returns their ids.
-func appendEvents(t *testing.T, pool *pgxpool.Pool, evs ...data.NewEvent) []int64 {
-	t.Helper()
-	ctx := context.Background()
-	var ids []int64
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var err error
-		ids, err = data.AppendEvents(ctx, tx, evs)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ids
-}
-
 // plain is n visible events of type test.
 func plain(n int) []data.NewEvent {
 	evs := make([]data.NewEvent, n)
@@ -110,16 +94,16 @@ func TestReadyWaitsForTheWatermark(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
 	s := newStreamServerOn(t, pool, deafStore{data.NewEvents(pool)}, StreamConfig{})
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	s.hub.Wake()
 	waitUntil(t, "the hub to read event 1", func() bool { return s.hub.Head() == 1 })
-	appendEvents(t, pool, plain(2)...) // committed; the hub does not hear of it
+	datatest.Append(t, pool, plain(2)...) // committed; the hub does not hear of it
 	c := s.dialQuery(t, "lastEventId=1")
 	wantFrames(t, c, "event 2", "event 3", "ready 3")
 	if h := s.hub.Head(); h != 1 {
 		t.Fatalf("hub head %d: the test needs it to lag at 1", h)
 	}
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	s.hub.Wake()
 	wantFrames(t, c, "event 4") // live, once: 2 and 3 are not sent again
 }
@@ -130,10 +114,10 @@ func TestResetCarriesTheWatermark(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
 	s := newStreamServerOn(t, pool, deafStore{data.NewEvents(pool)}, StreamConfig{})
-	appendEvents(t, pool, plain(3)...) // the hub's head stays 0
+	datatest.Append(t, pool, plain(3)...) // the hub's head stays 0
 	c := s.dialQuery(t, "lastEventId=4")
 	wantFrames(t, c, "reset 3", "ready 3")
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	s.hub.Wake()
 	wantFrames(t, c, "event 4")
 }
@@ -145,8 +129,8 @@ func TestPrunedIdsResetEvenWhenCached(t *testing.T) {
 	pool := datatest.NewPool(t)
 	events := data.NewEvents(pool)
 	s := newStreamServerOn(t, pool, deafStore{events}, StreamConfig{})
-	appendEvents(t, pool, plain(5)...)
-	later := appendEvents(t, pool, plain(5)...)
+	datatest.Append(t, pool, plain(5)...)
+	later := datatest.Append(t, pool, plain(5)...)
 	s.hub.Wake()
 	waitUntil(t, "the hub to cache events 1 to 10", func() bool { return s.hub.Head() == 10 })
 	var cutoff time.Time
@@ -231,7 +215,7 @@ func TestRewoundLogClosesStreams(t *testing.T) {
 				poll = time.Hour // the hub reads nothing; the check runs when it is woken
 			}
 			s := startStreamServer(t, pool, deafStore{data.NewEvents(pool)}, HubConfig{Poll: poll}, StreamConfig{}, nil)
-			appendEvents(t, pool, plain(10)...)
+			datatest.Append(t, pool, plain(10)...)
 			c := s.dialQuery(t, "lastEventId=0")
 			got := nextFrames(t, c, 11)
 			if got[10] != "ready 10" {
@@ -246,7 +230,7 @@ func TestRewoundLogClosesStreams(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.after > 0 {
-				appendEvents(t, pool, plain(tc.after)...)
+				datatest.Append(t, pool, plain(tc.after)...)
 			}
 			if !tc.hubReads {
 				s.hub.Wake()
@@ -264,7 +248,7 @@ func TestRewoundLogClosesStreams(t *testing.T) {
 				want = []string{"event 11", "event 12", "ready 12"}
 			}
 			wantFrames(t, c2, want...)
-			appendEvents(t, pool, plain(1)...)
+			datatest.Append(t, pool, plain(1)...)
 			s.hub.Wake()
 			wantFrames(t, c2, fmt.Sprint("event ", wm+1))
 		})
@@ -278,12 +262,12 @@ func TestHoleInTheLogResets(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
 	s := newStreamServerOn(t, pool, deafStore{data.NewEvents(pool)}, StreamConfig{})
-	appendEvents(t, pool, plain(5)...)
+	datatest.Append(t, pool, plain(5)...)
 	s.hub.Wake()
 	waitUntil(t, "the hub to read 5", func() bool { return s.hub.Head() == 5 })
 	c := s.dialQuery(t, "")
 	wantFrames(t, c, "ready 5")
-	appendEvents(t, pool, plain(5)...)
+	datatest.Append(t, pool, plain(5)...)
 	if _, err := pool.Exec(context.Background(), "DELETE FROM events WHERE id = 8"); err != nil {
 		t.Fatal(err)
 	}
@@ -325,11 +309,11 @@ func TestReflectedControlDoesNotClose(t *testing.T) {
 	appendControl(t, pool, closeUser) // event 1: the change the session already shows
 	c := s.dialQuery(t, "w=1")
 	wantFrames(t, c, "ready 1")
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	s.hub.Wake() // the hub reads 1 (reflected) and 2
 	wantFrames(t, c, "event 2")
 	appendControl(t, pool, closeUser) // event 3: a change after the session was read
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	s.hub.Wake()
 	wantFrames(t, c, "close 4003")
 }
@@ -341,9 +325,9 @@ func TestWriterStopsAtTheClosingControl(t *testing.T) {
 	pool := datatest.NewPool(t)
 	var frames strings.Builder
 	st, done := pipeStream(t, pool, &frames)
-	ids := appendEvents(t, pool, plain(1)...)
+	ids := datatest.Append(t, pool, plain(1)...)
 	appendControl(t, pool, closeUser)
-	appendEvents(t, pool, plain(1)...)
+	datatest.Append(t, pool, plain(1)...)
 	evs, err := data.NewEvents(pool).After(context.Background(), 0, 10)
 	if err != nil || len(evs) != 3 {
 		t.Fatalf("read back: %d, %v", len(evs), err)

@@ -21,6 +21,7 @@ type Metrics struct {
 	writers         prometheus.Gauge
 	writerStarts    prometheus.Counter
 	replaysWaiting  prometheus.Gauge
+	startReads      prometheus.Counter
 	hubReadOK       prometheus.Gauge
 	hubReadFailures *prometheus.CounterVec
 }
@@ -66,6 +67,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		replaysWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tidings_table_replays_waiting", Help: "Streams waiting for a turn to read the event table (HubConfig.TableReplays run at once).",
 		}),
+		startReads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tidings_stream_start_reads_total", Help: "Reads of the log's watermark and floor made for opening streams; streams opening together share one.",
+		}),
 	}
 	m.hubReadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tidings_hub_read_ok", Help: "1 while the hub's last read of the event log succeeded; 0 while its reads fail or time out (the node delivers nothing new).",
@@ -74,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tidings_hub_read_failures_total", Help: "Reads of the event log by the hub that failed, by reason: timeout (no answer within the read timeout) or error.",
 	}, []string{"reason"})
 	reg.MustRegister(m.hubReadOK, m.hubReadFailures)
-	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting)
+	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting, m.startReads)
 	return m
 }
 
@@ -161,5 +165,12 @@ func (m *Metrics) hubRead(ok, timedOut bool) {
 	default:
 		m.hubReadOK.Set(0)
 		m.hubReadFailures.WithLabelValues("error").Inc()
+	}
+}
+
+// startRead counts one read of the log's bounds for opening streams.
+func (m *Metrics) startRead() {
+	if m != nil {
+		m.startReads.Inc()
 	}
 }
