@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 
@@ -84,7 +83,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, _ httprouter.
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	addr, _, _ := net.SplitHostPort(r.RemoteAddr)
+	addr := h.clientAddr(r)
 	h.signIn(w, r, http.StatusOK, func(ctx context.Context, name, password string) (*auth.ServerSession, auth.Token, error) {
 		return h.deps.Auth.Login(ctx, name, password, addr)
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -232,20 +233,42 @@ func TestRequestIDs(t *testing.T) {
 	}
 }
 
+// TestStreamLimits: a session's streams and a client address's streams are limited, anonymous
+// ones included; behind a trusted proxy each client has its own address, an IPv6 client its
+// /64; loopback clients are not limited by address.
 func TestStreamLimits(t *testing.T) {
 	t.Parallel()
-	s := newServer(t, serverOptions{web: web.Config{MaxStreamsPerSession: 2, MaxStreamsPerAddress: 3}})
+	s := newServer(t, serverOptions{web: web.Config{MaxStreamsPerSession: 2, MaxStreamsPerAddress: 3,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}})
+	from := func(addr string) http.Header { return http.Header{"X-Forwarded-For": {addr}} }
+	refused := func(what string, hc *http.Client, header http.Header) {
+		t.Helper()
+		if c, err := s.tryDialAs(t, hc, "", header); err == nil || c.resp == nil || c.resp.StatusCode != 429 {
+			t.Fatalf("%s: got %v, want 429", what, err)
+		}
+	}
 	b := s.browser(t)
 	b.register("wes")
 	first := b.stream("")
 	b.stream("")
-	if c, err := s.tryDialAs(t, b.client, "", nil); err == nil || c.resp == nil || c.resp.StatusCode != 429 {
-		t.Fatalf("third stream of one session: got %v, want 429", err)
+	refused("third stream of one session", b.client, nil)
+
+	for range 3 {
+		s.dial(t, "", from("203.0.113.7")) // anonymous streams count
 	}
-	s.dial(t, "", nil) // anonymous: the address's third
-	if c, err := s.tryDial(t, "", nil); err == nil || c.resp == nil || c.resp.StatusCode != 429 {
-		t.Fatalf("fourth stream of one address: got %v, want 429", err)
+	refused("fourth stream of one address", nil, from("203.0.113.7"))
+	s.dial(t, "", from("203.0.113.8")) // another client behind the same proxy
+
+	for i := range 3 {
+		s.dial(t, "", from(fmt.Sprintf("2001:db8:1:2::%d", i+1)))
 	}
+	refused("fourth stream of one IPv6 /64", nil, from("2001:db8:1:2:ffff::1"))
+	s.dial(t, "", from("2001:db8:1:3::1")) // the next /64
+
+	for range 4 {
+		s.dial(t, "", nil) // the proxy's own address, loopback: no limit
+	}
+
 	first.conn.Close(websocket.StatusNormalClosure, "")
 	waitFor(t, "a place freed", func() bool {
 		c, err := s.tryDialAs(t, b.client, "", nil)

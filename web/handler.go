@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -30,9 +31,14 @@ type Config struct {
 	// MaxStreamsPerSession limits the streams one session holds open on a node (default
 	// DefaultMaxStreamsPerSession); a negative value means no limit.
 	MaxStreamsPerSession int
-	// MaxStreamsPerAddress limits the streams one remote address holds open on a node; 0 means
-	// no limit (the default: behind a proxy, every client shares its address).
+	// MaxStreamsPerAddress limits the streams one client address (an IPv4 address or an IPv6
+	// /64, behind a trusted proxy the forwarded one) holds open on a node (default
+	// DefaultMaxStreamsPerAddress); a negative value means no limit. Loopback clients are not
+	// limited.
 	MaxStreamsPerAddress int
+	// TrustedProxies are the peers whose X-Forwarded-For or Forwarded header names the client
+	// for limits and logs (ClientIP); empty: none, the client is the connection's peer.
+	TrustedProxies []netip.Prefix
 	// Dev names the session cookie tidings-session, without Secure (plain http on localhost).
 	Dev bool
 	// Logger receives request failures; nil discards them.
@@ -81,6 +87,9 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	}
 	if cfg.MaxStreamsPerSession == 0 {
 		cfg.MaxStreamsPerSession = DefaultMaxStreamsPerSession
+	}
+	if cfg.MaxStreamsPerAddress == 0 {
+		cfg.MaxStreamsPerAddress = DefaultMaxStreamsPerAddress
 	}
 	h := &Handler{deps: deps, cfg: cfg, log: log, origins: newOrigins(cfg.AllowedOrigins)}
 	h.apiKey = sha256.Sum256([]byte(cfg.APIKey))

@@ -1,7 +1,6 @@
 package web
 
 import (
-	"net"
 	"net/http"
 	"sync"
 )
@@ -10,28 +9,32 @@ import (
 // Config.MaxStreamsPerSession is 0: a few tabs and windows of one browser.
 const DefaultMaxStreamsPerSession = 16
 
+// DefaultMaxStreamsPerAddress is how many streams one client address may hold open on a node
+// when Config.MaxStreamsPerAddress is 0 (PROTOCOL.md section 5): a large office behind one
+// NAT, far below what one node holds.
+const DefaultMaxStreamsPerAddress = 1000
+
 var errTooManyStreams = &apiError{http.StatusTooManyRequests, "too-many-streams", "too many streams are open for this session or address; close some"}
 
-// streamCounts counts the open streams of each session and each remote address.
+// streamCounts counts the open streams of each session and each client address.
 type streamCounts struct {
 	mu        sync.Mutex
 	bySession map[int64]int  // guarded by mu
 	byAddr    map[string]int // guarded by mu
 }
 
-// acquire counts a new stream of session (0: anonymous) from the request's address, unless
-// that would pass a limit (0: none); release uncounts it.
-func (c *streamCounts) acquire(r *http.Request, session int64, maxSession, maxAddr int) (release func(), ok bool) {
-	addr, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		addr = r.RemoteAddr
-	}
+// acquire counts a new stream of session (0: anonymous) from the client address addr (a key
+// of clientAddr), unless that would pass a limit (a negative limit: none); release uncounts
+// it. limitAddr false exempts the address from its limit (a loopback client); its streams
+// are counted all the same.
+func (c *streamCounts) acquire(addr string, limitAddr bool, session int64, maxSession, maxAddr int) (release func(), ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.bySession == nil {
 		c.bySession, c.byAddr = map[int64]int{}, map[string]int{}
 	}
-	if (session != 0 && maxSession > 0 && c.bySession[session] >= maxSession) || (maxAddr > 0 && c.byAddr[addr] >= maxAddr) {
+	if (session != 0 && maxSession > 0 && c.bySession[session] >= maxSession) ||
+		(limitAddr && maxAddr > 0 && c.byAddr[addr] >= maxAddr) {
 		return nil, false
 	}
 	if session != 0 {

@@ -77,7 +77,8 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	if res.Session != nil {
 		session = res.Session.ID
 	}
-	release, ok := h.counts.acquire(r, session, h.cfg.MaxStreamsPerSession, h.cfg.MaxStreamsPerAddress)
+	client := h.clientIP(r)
+	release, ok := h.counts.acquire(addrKey(client, r.RemoteAddr), !client.IsLoopback(), session, h.cfg.MaxStreamsPerSession, h.cfg.MaxStreamsPerAddress)
 	if !ok {
 		writeError(w, errTooManyStreams)
 		return
@@ -129,7 +130,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		sock.Conn().Close(realtime.CloseGoingAway.Code, realtime.CloseGoingAway.Reason)
 		return
 	}
-	remote, reqID := r.RemoteAddr, requestID(r.Context())
+	remote, reqID := logAddr(client, r.RemoteAddr), requestID(r.Context())
 	go func() {
 		defer h.streams.done()
 		defer release()
