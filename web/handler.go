@@ -39,6 +39,12 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For or Forwarded header names the client
 	// for limits and logs (ClientIP); empty: none, the client is the connection's peer.
 	TrustedProxies []netip.Prefix
+	// AllowedHosts are the Host values answered, "name" (any port) or "name:port"; any other
+	// Host gets 421 before anything else. Empty: any Host, unless LoopbackListener.
+	AllowedHosts []string
+	// LoopbackListener says that the node listens on a loopback address: with AllowedHosts
+	// empty, only loopback names are answered then (DNS rebinding).
+	LoopbackListener bool
 	// Dev names the session cookie tidings-session, without Secure (plain http on localhost).
 	Dev bool
 	// Logger receives request failures; nil discards them.
@@ -66,6 +72,7 @@ type Handler struct {
 	cfg     Config
 	log     *slog.Logger
 	origins origins
+	hosts   hosts
 	apiKey  [sha256.Size]byte
 	counts  streamCounts
 	router  *httprouter.Router
@@ -91,7 +98,8 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	if cfg.MaxStreamsPerAddress == 0 {
 		cfg.MaxStreamsPerAddress = DefaultMaxStreamsPerAddress
 	}
-	h := &Handler{deps: deps, cfg: cfg, log: log, origins: newOrigins(cfg.AllowedOrigins)}
+	h := &Handler{deps: deps, cfg: cfg, log: log, origins: newOrigins(cfg.AllowedOrigins),
+		hosts: newHosts(cfg.AllowedHosts, cfg.LoopbackListener)}
 	h.apiKey = sha256.Sum256([]byte(cfg.APIKey))
 	h.streamCtx, h.cancelStream = context.WithCancel(context.Background())
 
@@ -130,6 +138,10 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 
 // ServeHTTP applies the checks every request gets, then routes it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.hosts.allow(r.Host) { // before anything else (DNS rebinding)
+		writeError(w, errMisdirected)
+		return
+	}
 	// A request id for the logs, taken from a proxy's header when it sends a sane one.
 	id := r.Header.Get("X-Request-Id")
 	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
