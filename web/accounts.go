@@ -60,6 +60,9 @@ func readBody(r *http.Request) ([]byte, error) {
 	if errors.As(err, &tooLarge) {
 		return nil, errTooLarge
 	}
+	if errors.Is(err, errBodyTimeout) {
+		return nil, errBodyTimeout
+	}
 	if err != nil {
 		return nil, badRequest("invalid-body", "the body could not be read")
 	}

@@ -26,6 +26,7 @@ var (
 	errBadOrigin        = &apiError{http.StatusForbidden, "forbidden-origin", "the Origin of this request is not allowed"}
 	errUnsupportedMedia = &apiError{http.StatusUnsupportedMediaType, "unsupported-media-type", "the body must be application/json"}
 	errTooLarge         = &apiError{http.StatusRequestEntityTooLarge, "too-large", "the body is larger than 1 MiB"}
+	errBodyTimeout      = &apiError{http.StatusRequestTimeout, "request-timeout", "the body did not arrive in time"}
 	errMisdirected      = &apiError{http.StatusMisdirectedRequest, "misdirected-request", "this node does not answer for that Host"}
 	errNoAPIKey         = &apiError{http.StatusNotFound, "not-found", "backend publishing is disabled: no API key is configured"}
 	errBadAPIKey        = &apiError{http.StatusUnauthorized, "unauthorized", "a valid bearer API key is required"}

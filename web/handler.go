@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -45,6 +48,9 @@ type Config struct {
 	// LoopbackListener says that the node listens on a loopback address: with AllowedHosts
 	// empty, only loopback names are answered then (DNS rebinding).
 	LoopbackListener bool
+	// BodyTimeout bounds how long a request body may take to arrive, from the end of the
+	// request's headers (default DefaultBodyTimeout). The stream's upgrade has no body.
+	BodyTimeout time.Duration
 	// Dev names the session cookie tidings-session, without Secure (plain http on localhost).
 	Dev bool
 	// Logger receives request failures; nil discards them.
@@ -97,6 +103,9 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	}
 	if cfg.MaxStreamsPerAddress == 0 {
 		cfg.MaxStreamsPerAddress = DefaultMaxStreamsPerAddress
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
 	}
 	h := &Handler{deps: deps, cfg: cfg, log: log, origins: newOrigins(cfg.AllowedOrigins),
 		hosts: newHosts(cfg.AllowedHosts, cfg.LoopbackListener)}
@@ -155,6 +164,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
+		if hasBody(r) {
+			r.Body = bodyWithDeadline(w, r.Body, h.cfg.BodyTimeout)
+		}
 	}
 	if r.ContentLength > maxBody {
 		writeError(w, errTooLarge)
@@ -192,6 +204,32 @@ func newRequestID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// DefaultBodyTimeout is how long a request body may take to arrive when Config.BodyTimeout is
+// 0: a 1 MiB body at 100 KiB/s.
+const DefaultBodyTimeout = 10 * time.Second
+
+// deadlineBody is a request body that its connection stops reading at a deadline, so that a
+// body sent a few bytes at a time cannot hold a goroutine and a descriptor for longer; a read
+// past the deadline fails with errBodyTimeout. net/http lifts the deadline by itself at the
+// body's end, as it starts reading ahead for the next request: the handler keeps its time.
+type deadlineBody struct{ io.ReadCloser }
+
+// bodyWithDeadline sets the connection's read deadline timeout from now and returns body.
+func bodyWithDeadline(w http.ResponseWriter, body io.ReadCloser, timeout time.Duration) io.ReadCloser {
+	if http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout)) != nil {
+		return body // not a connection of net/http's (a test recorder)
+	}
+	return deadlineBody{body}
+}
+
+func (b deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = errBodyTimeout
+	}
+	return n, err
 }
 
 // hasBody reports whether the request carries a body.
