@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +45,9 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty runs a managed local PostgreSQL in the data directory (DATABASE_URL)")
 	fs.StringVar(&c.addr, "addr", env("TIDINGS_ADDR", "127.0.0.1:8080"), "listen address (TIDINGS_ADDR)")
 	fs.StringVar(&c.dataDir, "data-dir", env("TIDINGS_DATA_DIR", "./data"), "managed database and other local state (TIDINGS_DATA_DIR)")
-	fs.StringVar(&c.apiKey, "api-key", env("TIDINGS_API_KEY", ""), "bearer key for POST /api/publish; empty disables it (TIDINGS_API_KEY)")
+	// A secret is never a flag value: it would show in ps, shell history and pprof's cmdline.
+	c.apiKey = getenv("TIDINGS_API_KEY")
+	apiKeyFile := fs.String("api-key-file", env("TIDINGS_API_KEY_FILE", ""), "file holding the bearer key for POST /api/publish, instead of TIDINGS_API_KEY; neither: publishing over HTTP is off (TIDINGS_API_KEY_FILE)")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", env("TIDINGS_PPROF_ADDR", ""), "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060); empty: off (TIDINGS_PPROF_ADDR)")
 	origins := fs.String("allowed-origins", env("TIDINGS_ALLOWED_ORIGINS", ""), "comma-separated allowed origins; empty: same host only (TIDINGS_ALLOWED_ORIGINS)")
 	durations := []struct {
@@ -65,6 +69,11 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	perAddress := fs.String("max-streams-per-address", env("TIDINGS_MAX_STREAMS_PER_ADDRESS", "0"), "streams one remote address may hold open on a node; 0: no limit (TIDINGS_MAX_STREAMS_PER_ADDRESS)")
 	devDefault := env("TIDINGS_DEV", "false")
 	dev := fs.String("dev", devDefault, "development mode: cookie tidings-session without Secure (TIDINGS_DEV)")
+	for _, a := range args {
+		if name := strings.TrimLeft(a, "-"); a != name && (name == "api-key" || strings.HasPrefix(name, "api-key=")) {
+			return c, errors.New("-api-key is not a flag: a key on the command line shows in ps and shell history; set TIDINGS_API_KEY, or -api-key-file")
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -87,6 +96,18 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	}
 	if c.dev, err = strconv.ParseBool(*dev); err != nil {
 		return c, fmt.Errorf("invalid TIDINGS_DEV (-dev) %q: want true or false", *dev)
+	}
+	if *apiKeyFile != "" {
+		if c.apiKey != "" {
+			return c, errors.New("invalid TIDINGS_API_KEY_FILE (-api-key-file): TIDINGS_API_KEY is set too; set one of them")
+		}
+		b, err := os.ReadFile(*apiKeyFile)
+		if err != nil {
+			return c, fmt.Errorf("invalid TIDINGS_API_KEY_FILE (-api-key-file): %w", err)
+		}
+		if c.apiKey = strings.TrimSpace(string(b)); c.apiKey == "" {
+			return c, fmt.Errorf("invalid TIDINGS_API_KEY_FILE (-api-key-file): %s holds no key", *apiKeyFile)
+		}
 	}
 	for o := range strings.SplitSeq(*origins, ",") {
 		if o = strings.TrimSpace(o); o == "" {

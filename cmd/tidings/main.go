@@ -22,7 +22,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Getenv, os.Stdout)
+	err := run(ctx, os.Args, os.Getenv, os.Stdin, os.Stdout)
 	stop()
 	if err != nil && !errors.Is(err, errUsage) {
 		fmt.Fprintln(os.Stderr, "tidings:", err)
@@ -38,13 +38,15 @@ var errUsage = errors.New("usage")
 const usage = `usage:
   tidings serve   [flags]   run a node (flags: tidings serve -h)
   tidings migrate [flags]   apply pending database migrations
-  tidings user create --name N --password P [--type admin] [flags]
-                            make a user (the first admin, say)
+  tidings user create --name N --password-file F [--type admin] [flags]
+                            make a user (the first admin, say); F holds the
+                            password, - reads it from standard input
 `
 
-// run is the whole program: it parses args, reads the environment only through getenv, and
-// writes only to stdout. It returns when ctx ends and everything it started has stopped.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+// run is the whole program: it parses args, reads the environment only through getenv and
+// standard input only through stdin, and writes only to stdout. It returns when ctx ends and
+// everything it started has stopped.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) < 2 {
 		fmt.Fprint(stdout, usage)
 		return errUsage
@@ -68,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			fmt.Fprint(stdout, usage)
 			return errUsage
 		}
-		return userCreate(ctx, args[3:], getenv, stdout, log)
+		return userCreate(ctx, args[3:], getenv, stdin, stdout, log)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

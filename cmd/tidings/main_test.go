@@ -7,10 +7,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/alexedwards/argon2id"
 	"github.com/coder/websocket"
 
 	"tidings/data/datatest"
@@ -33,7 +36,7 @@ func TestServeEndToEnd(t *testing.T) {
 	out, w := io.Pipe()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, w)
+		ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, w)
 		w.Close()
 	}()
 	base := make(chan string, 1)
@@ -126,6 +129,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		"TIDINGS_ALLOWED_ORIGINS":         "example.com",
 		"TIDINGS_MAX_STREAMS_PER_SESSION": "0",
 		"TIDINGS_MAX_STREAMS_PER_ADDRESS": "-2",
+		"TIDINGS_API_KEY_FILE":            "/nonexistent/key",
 	}
 	for key, value := range cases {
 		_, err := parseConfig("serve", nil, func(k string) string {
@@ -140,8 +144,23 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	}
 	c, err := parseConfig("serve", []string{"-addr", ":9"}, func(string) string { return "" }, io.Discard)
 	if err != nil || c.addr != ":9" || c.dataDir != "./data" || c.sessionRotate != time.Hour || c.sessionExpire != 336*time.Hour ||
-		c.sessionGrace != 30*time.Second || c.retention != 168*time.Hour || c.pruneInterval != time.Minute || c.dev {
+		c.sessionGrace != 30*time.Second || c.retention != 168*time.Hour || c.pruneInterval != time.Minute || c.dev ||
+		c.apiKey != "" {
 		t.Fatalf("defaults: got %+v, %v", c, err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want []string // in the error
+	}{
+		{map[string]string{"TIDINGS_API_KEY": "k", "TIDINGS_API_KEY_FILE": "/dev/null"},
+			[]string{"TIDINGS_API_KEY_FILE", "TIDINGS_API_KEY "}},
+	} {
+		_, err := parseConfig("serve", nil, func(k string) string { return tc.env[k] }, io.Discard)
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: got %v, want an error naming %s", tc.env, err, w)
+			}
+		}
 	}
 }
 
@@ -149,20 +168,86 @@ func TestUserCreate(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"DATABASE_URL": datatest.NewDatabase(t)}
 	getenv := func(k string) string { return env[k] }
+	file := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(file, []byte("password-root\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var out strings.Builder
-	args := []string{"tidings", "user", "create", "--name", "root", "--password", "password-root", "--type", "admin"}
-	if err := run(context.Background(), args, getenv, &out); err != nil {
+	args := []string{"tidings", "user", "create", "--name", "root", "--password-file", file, "--type", "admin"}
+	if err := run(context.Background(), args, getenv, nil, &out); err != nil {
 		t.Fatalf("user create: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), `created user 1 "root" (admin)`) {
 		t.Fatalf("output: %s", out.String())
 	}
-	err := run(context.Background(), args, getenv, io.Discard)
+	err := run(context.Background(), args, getenv, nil, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "name taken") {
 		t.Fatalf("same name again: got %v, want name taken", err)
 	}
-	bad := []string{"tidings", "user", "create", "--name", "x", "--password", "short"}
-	if err := run(context.Background(), bad, getenv, io.Discard); err == nil {
+	out.Reset()
+	stdin := []string{"tidings", "user", "create", "--name", "ann", "--password-file", "-"}
+	if err := run(context.Background(), stdin, getenv, strings.NewReader("password-ann\r\nnot this line\n"), &out); err != nil {
+		t.Fatalf("user create from standard input: %v", err)
+	}
+	if !strings.Contains(out.String(), `"ann" (regular)`) {
+		t.Fatalf("output: %s", out.String())
+	}
+	bad := []string{"tidings", "user", "create", "--name", "x", "--password-file", "-"}
+	if err := run(context.Background(), bad, getenv, strings.NewReader("short\n"), io.Discard); err == nil {
 		t.Fatal("a short password was accepted")
+	}
+
+	// The password is the file's first line, without its line ending: both users sign in.
+	pool := datatest.OpenPool(t, env["DATABASE_URL"])
+	for name, password := range map[string]string{"root": "password-root", "ann": "password-ann"} {
+		var hash string
+		if err := pool.QueryRow(context.Background(), "SELECT password_hash FROM users WHERE name = $1", name).Scan(&hash); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := argon2id.ComparePasswordAndHash(password, hash); !ok || err != nil {
+			t.Errorf("%s: the stored hash is not of %q (%v)", name, password, err)
+		}
+	}
+}
+
+// TestSecretsAreNotFlagValues: a password or an API key given as a flag value is refused with
+// an error that says where to put it; the API key is read from a file.
+func TestSecretsAreNotFlagValues(t *testing.T) {
+	t.Parallel()
+	noEnv := func(string) string { return "" }
+	for _, args := range [][]string{
+		{"tidings", "user", "create", "--name", "x", "--password", "password-x"},
+		{"tidings", "user", "create", "--name", "x", "-password=password-x"},
+	} {
+		err := run(context.Background(), args, noEnv, nil, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--password-file") {
+			t.Errorf("%v: got %v, want a refusal that names --password-file", args, err)
+		}
+	}
+	for _, args := range [][]string{{"-api-key", "k"}, {"--api-key=k"}} {
+		_, err := parseConfig("serve", args, noEnv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "TIDINGS_API_KEY") || !strings.Contains(err.Error(), "-api-key-file") {
+			t.Errorf("%v: got %v, want a refusal that names TIDINGS_API_KEY and -api-key-file", args, err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(file, []byte("  the-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig("serve", []string{"-api-key-file", file}, noEnv, io.Discard)
+	if err != nil || c.apiKey != "the-key" {
+		t.Fatalf("-api-key-file: got %q, %v, want the-key", c.apiKey, err)
+	}
+	c, err = parseConfig("serve", nil, func(k string) string {
+		return map[string]string{"TIDINGS_API_KEY_FILE": file}[k]
+	}, io.Discard)
+	if err != nil || c.apiKey != "the-key" {
+		t.Fatalf("TIDINGS_API_KEY_FILE: got %q, %v, want the-key", c.apiKey, err)
+	}
+	c, err = parseConfig("serve", nil, func(k string) string {
+		return map[string]string{"TIDINGS_API_KEY": "env-key"}[k]
+	}, io.Discard)
+	if err != nil || c.apiKey != "env-key" {
+		t.Fatalf("TIDINGS_API_KEY: got %q, %v, want env-key", c.apiKey, err)
 	}
 }

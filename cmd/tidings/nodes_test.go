@@ -112,7 +112,7 @@ func tryStartNode(t *testing.T, name string, env map[string]string) (*node, erro
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{name: name, log: newNodeLog(), cancel: cancel, ran: make(chan error, 1)}
 	go func() {
-		n.ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, n.log)
+		n.ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, n.log)
 	}()
 	t.Cleanup(func() {
 		n.stop(t)

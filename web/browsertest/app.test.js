@@ -22,7 +22,7 @@ const pages = [];
 
 before(async () => {
   ({ server, cleanup } = await startServer('app', {
-    setup: (s) => s.cli('user', 'create', '--name', 'root', '--password', 'root-password', '--type', 'admin'),
+    setup: (s) => s.createUser('root', 'root-password', 'admin'),
   }));
   browser = await launchBrowser();
 });
@@ -139,7 +139,7 @@ test('the page rides out a server restart and shows what happened meanwhile', as
   await alice.locator('#conn[data-state="reconnecting"]').waitFor();
   await screenshot(alice, '07-reconnecting');
   // While the node is down: a new user (its user-update event is stored for replay).
-  await server.cli('user', 'create', '--name', 'carol', '--password', 'carol-password');
+  await server.createUser('carol', 'carol-password');
   await server.start();
   // As soon as it is up: a message from a backend, before or after the page is back.
   await server.publish({

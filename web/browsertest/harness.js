@@ -76,9 +76,18 @@ export class Server {
     this.starts = 0;
   }
 
-  /** Runs `tidings ARGS` (e.g. user create) on the same data directory; the node must be down. */
+  /** Runs `tidings ARGS` (e.g. migrate) on the same data directory; the node must be down. */
   async cli(...args) {
     const { stdout } = await run(this.bin, args, { env: this.env, timeout: 60_000 });
+    return stdout;
+  }
+
+  /** Makes a user with `tidings user create`, the password on standard input; the node must be down. */
+  async createUser(name, password, type = 'regular') {
+    const args = ['user', 'create', '--name', name, '--password-file', '-', '--type', type];
+    const p = run(this.bin, args, { env: this.env, timeout: 60_000 });
+    p.child.stdin.end(`${password}\n`);
+    const { stdout } = await p;
     return stdout;
   }
 
