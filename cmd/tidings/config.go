@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -25,9 +28,13 @@ type config struct {
 	retention      time.Duration
 	pruneInterval  time.Duration
 	dev            bool
+	devPublic      bool
 	pprofAddr      string
+	metricsAddr    string
 	maxPerSession  int
 	maxPerAddress  int
+	trustedProxies []netip.Prefix
+	allowedHosts   []string
 }
 
 // parseConfig reads flags over environment variables over defaults, and checks every value,
@@ -48,7 +55,10 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	// A secret is never a flag value: it would show in ps, shell history and pprof's cmdline.
 	c.apiKey = getenv("TIDINGS_API_KEY")
 	apiKeyFile := fs.String("api-key-file", env("TIDINGS_API_KEY_FILE", ""), "file holding the bearer key for POST /api/publish, instead of TIDINGS_API_KEY; neither: publishing over HTTP is off (TIDINGS_API_KEY_FILE)")
-	fs.StringVar(&c.pprofAddr, "pprof-addr", env("TIDINGS_PPROF_ADDR", ""), "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060); empty: off (TIDINGS_PPROF_ADDR)")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", env("TIDINGS_PPROF_ADDR", ""), "serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060), the metrics address when that is set; empty: off (TIDINGS_PPROF_ADDR)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", env("TIDINGS_METRICS_ADDR", ""), "serve /metrics (and pprof, when on) only on this address; empty: /metrics on the main listener (TIDINGS_METRICS_ADDR)")
+	proxies := fs.String("trusted-proxies", env("TIDINGS_TRUSTED_PROXIES", ""), "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded give the client address; empty: none (TIDINGS_TRUSTED_PROXIES)")
+	hosts := fs.String("allowed-hosts", env("TIDINGS_ALLOWED_HOSTS", ""), "comma-separated Host values answered, others get 421; empty: any, but only loopback names on a loopback address (TIDINGS_ALLOWED_HOSTS)")
 	origins := fs.String("allowed-origins", env("TIDINGS_ALLOWED_ORIGINS", ""), "comma-separated allowed origins; empty: same host only (TIDINGS_ALLOWED_ORIGINS)")
 	durations := []struct {
 		p         *time.Duration
@@ -66,9 +76,10 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		raw[i] = fs.String(d.flag, env(d.env, d.def), d.help+" ("+d.env+")")
 	}
 	perSession := fs.String("max-streams-per-session", env("TIDINGS_MAX_STREAMS_PER_SESSION", "16"), "streams one session may hold open on a node; -1: no limit (TIDINGS_MAX_STREAMS_PER_SESSION)")
-	perAddress := fs.String("max-streams-per-address", env("TIDINGS_MAX_STREAMS_PER_ADDRESS", "0"), "streams one remote address may hold open on a node; 0: no limit (TIDINGS_MAX_STREAMS_PER_ADDRESS)")
+	perAddress := fs.String("max-streams-per-address", env("TIDINGS_MAX_STREAMS_PER_ADDRESS", "1000"), "streams one client address may hold open on a node, loopback ones unlimited; 0: no limit (TIDINGS_MAX_STREAMS_PER_ADDRESS)")
 	devDefault := env("TIDINGS_DEV", "false")
 	dev := fs.String("dev", devDefault, "development mode: cookie tidings-session without Secure (TIDINGS_DEV)")
+	devPublic := fs.String("dev-public", env("TIDINGS_DEV_PUBLIC", "false"), "allow development mode on an address that is not loopback (TIDINGS_DEV_PUBLIC)")
 	for _, a := range args {
 		if name := strings.TrimLeft(a, "-"); a != name && (name == "api-key" || strings.HasPrefix(name, "api-key=")) {
 			return c, errors.New("-api-key is not a flag: a key on the command line shows in ps and shell history; set TIDINGS_API_KEY, or -api-key-file")
@@ -92,10 +103,13 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		return c, fmt.Errorf("invalid TIDINGS_MAX_STREAMS_PER_SESSION (-max-streams-per-session) %q: want a positive number, or -1 for no limit", *perSession)
 	}
 	if c.maxPerAddress, err = strconv.Atoi(*perAddress); err != nil || c.maxPerAddress < 0 {
-		return c, fmt.Errorf("invalid TIDINGS_MAX_STREAMS_PER_ADDRESS (-max-streams-per-address) %q: want 0 (no limit) or a positive number", *perAddress)
+		return c, fmt.Errorf("invalid TIDINGS_MAX_STREAMS_PER_ADDRESS (-max-streams-per-address) %q: want a positive number, or 0 for no limit", *perAddress)
 	}
 	if c.dev, err = strconv.ParseBool(*dev); err != nil {
 		return c, fmt.Errorf("invalid TIDINGS_DEV (-dev) %q: want true or false", *dev)
+	}
+	if c.devPublic, err = strconv.ParseBool(*devPublic); err != nil {
+		return c, fmt.Errorf("invalid TIDINGS_DEV_PUBLIC (-dev-public) %q: want true or false", *devPublic)
 	}
 	if *apiKeyFile != "" {
 		if c.apiKey != "" {
@@ -108,6 +122,46 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		if c.apiKey = strings.TrimSpace(string(b)); c.apiKey == "" {
 			return c, fmt.Errorf("invalid TIDINGS_API_KEY_FILE (-api-key-file): %s holds no key", *apiKeyFile)
 		}
+	}
+	for p := range strings.SplitSeq(*proxies, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil || a.Zone() != "" {
+				return c, fmt.Errorf("invalid TIDINGS_TRUSTED_PROXIES (-trusted-proxies) entry %q: want a CIDR such as 10.0.0.0/8 or fd00::/8, or one address", p)
+			}
+			prefix = netip.PrefixFrom(a, a.BitLen())
+		}
+		if prefix.Addr().Is4In6() { // an IPv4-mapped prefix: client addresses are unmapped
+			if prefix.Bits() < 96 {
+				return c, fmt.Errorf("invalid TIDINGS_TRUSTED_PROXIES (-trusted-proxies) entry %q: an IPv4-mapped prefix shorter than /96", p)
+			}
+			prefix = netip.PrefixFrom(prefix.Addr().Unmap(), prefix.Bits()-96)
+		}
+		c.trustedProxies = append(c.trustedProxies, prefix.Masked())
+	}
+	for h := range strings.SplitSeq(*hosts, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if u, err := url.Parse("//" + h); err != nil || u.Host != h || u.User != nil || !hostName(u.Hostname()) || strings.HasSuffix(h, ":") {
+			return c, fmt.Errorf("invalid TIDINGS_ALLOWED_HOSTS (-allowed-hosts) entry %q: want a Host value, name or name:port, such as tidings.example.com or [::1]:8080", h)
+		}
+		c.allowedHosts = append(c.allowedHosts, h)
+	}
+	for _, a := range []struct{ name, flag, value string }{
+		{"TIDINGS_METRICS_ADDR", "metrics-addr", c.metricsAddr},
+		{"TIDINGS_PPROF_ADDR", "pprof-addr", c.pprofAddr},
+	} {
+		if _, _, err := net.SplitHostPort(a.value); a.value != "" && err != nil {
+			return c, fmt.Errorf("invalid %s (-%s) %q: want host:port, such as 127.0.0.1:9090", a.name, a.flag, a.value)
+		}
+	}
+	if c.metricsAddr != "" && c.pprofAddr != "" && c.pprofAddr != c.metricsAddr {
+		return c, fmt.Errorf("invalid TIDINGS_PPROF_ADDR (-pprof-addr) %q: with TIDINGS_METRICS_ADDR set, pprof is served only there; set both to %q", c.pprofAddr, c.metricsAddr)
 	}
 	for o := range strings.SplitSeq(*origins, ",") {
 		if o = strings.TrimSpace(o); o == "" {
@@ -125,4 +179,43 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		return c, fmt.Errorf("invalid TIDINGS_DATA_DIR (-data-dir): empty, and no DATABASE_URL is set")
 	}
 	return c, nil
+}
+
+// hostName reports whether s is a DNS name or an IP address, as a Host header names a server.
+func hostName(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// loopbackAddr reports whether the listen address addr is on loopback: localhost, or an
+// address of 127.0.0.0/8 or ::1. Any other name is taken as public, whatever it resolves to.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// checkDev refuses development mode on an address that is not loopback unless
+// TIDINGS_DEV_PUBLIC allows it: its session cookie lacks Secure and the __Host- prefix, so it
+// would cross the network in the clear, and a warning in a log goes unread.
+func (c config) checkDev() error {
+	if !c.dev || c.devPublic || loopbackAddr(c.addr) {
+		return nil
+	}
+	return fmt.Errorf("TIDINGS_DEV=true (-dev) with TIDINGS_ADDR=%s (-addr), which is not a loopback address: "+
+		"development mode sends the session cookie without Secure, readable on the network; listen on 127.0.0.1, "+
+		"or set TIDINGS_DEV_PUBLIC=true (-dev-public) if this is really meant", c.addr)
 }

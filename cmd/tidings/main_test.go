@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -129,6 +130,10 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		"TIDINGS_ALLOWED_ORIGINS":         "example.com",
 		"TIDINGS_MAX_STREAMS_PER_SESSION": "0",
 		"TIDINGS_MAX_STREAMS_PER_ADDRESS": "-2",
+		"TIDINGS_TRUSTED_PROXIES":         "10.0.0.0/8,10.0.0.0/33",
+		"TIDINGS_ALLOWED_HOSTS":           "https://tidings.example.com",
+		"TIDINGS_METRICS_ADDR":            "9090",
+		"TIDINGS_DEV_PUBLIC":              "maybe",
 		"TIDINGS_API_KEY_FILE":            "/nonexistent/key",
 	}
 	for key, value := range cases {
@@ -145,15 +150,18 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	c, err := parseConfig("serve", []string{"-addr", ":9"}, func(string) string { return "" }, io.Discard)
 	if err != nil || c.addr != ":9" || c.dataDir != "./data" || c.sessionRotate != time.Hour || c.sessionExpire != 336*time.Hour ||
 		c.sessionGrace != 30*time.Second || c.retention != 168*time.Hour || c.pruneInterval != time.Minute || c.dev ||
-		c.apiKey != "" {
+		c.maxPerAddress != 1000 || c.metricsAddr != "" || c.trustedProxies != nil || c.allowedHosts != nil || c.apiKey != "" {
 		t.Fatalf("defaults: got %+v, %v", c, err)
 	}
 	for _, tc := range []struct {
 		env  map[string]string
 		want []string // in the error
 	}{
+		{map[string]string{"TIDINGS_METRICS_ADDR": "127.0.0.1:9090", "TIDINGS_PPROF_ADDR": "127.0.0.1:6060"},
+			[]string{"TIDINGS_PPROF_ADDR", "TIDINGS_METRICS_ADDR"}},
 		{map[string]string{"TIDINGS_API_KEY": "k", "TIDINGS_API_KEY_FILE": "/dev/null"},
 			[]string{"TIDINGS_API_KEY_FILE", "TIDINGS_API_KEY "}},
+		{map[string]string{"TIDINGS_ALLOWED_HOSTS": "*.example.com"}, []string{"TIDINGS_ALLOWED_HOSTS"}},
 	} {
 		_, err := parseConfig("serve", nil, func(k string) string { return tc.env[k] }, io.Discard)
 		for _, w := range tc.want {
@@ -161,6 +169,21 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 				t.Errorf("%v: got %v, want an error naming %s", tc.env, err, w)
 			}
 		}
+	}
+	c, err = parseConfig("serve", nil, func(k string) string {
+		return map[string]string{
+			"TIDINGS_TRUSTED_PROXIES": " 10.1.2.3/8, 192.0.2.7 ,fd00::/8,::ffff:198.51.100.0/120",
+			"TIDINGS_ALLOWED_HOSTS":   "tidings.example.com, [::1]:8080,127.0.0.1",
+		}[k]
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.trustedProxies); got != "[10.0.0.0/8 192.0.2.7/32 fd00::/8 198.51.100.0/24]" {
+		t.Errorf("trusted proxies: got %s", got)
+	}
+	if got := fmt.Sprint(c.allowedHosts); got != "[tidings.example.com [::1]:8080 127.0.0.1]" {
+		t.Errorf("allowed hosts: got %s", got)
 	}
 }
 

@@ -30,36 +30,54 @@ const shutdownGrace = 10 * time.Second
 // stream with 1001 and wait for it, stop the hub and its listener, close the pool, stop the
 // managed database.
 func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+	if err := cfg.checkDev(); err != nil {
+		return err
+	}
+	if cfg.dev && !loopbackAddr(cfg.addr) {
+		log.Warn("DEVELOPMENT MODE ON A PUBLIC ADDRESS: the session cookie is sent without Secure, in the clear; "+
+			"never do this in production", "TIDINGS_ADDR", cfg.addr, "TIDINGS_DEV", true, "TIDINGS_DEV_PUBLIC", true)
+	}
 	return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 			data.NewPoolCollector(pool))
+		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 		events := data.NewEvents(pool)
 		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: realtime.NewMetrics(reg)})
 		sessions := newAuth(pool, cfg, log)
 		publisher := data.NewPublisher(pool, data.PublisherConfig{})
 		defer publisher.Close() // after the streams and requests that publish
-		handler := web.NewHandler(web.Deps{
-			Pool:      pool,
-			Events:    events,
-			Publisher: publisher,
-			Hub:       hub,
-			Auth:      sessions,
-			Metrics:   promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		}, web.Config{
-			AllowedOrigins: cfg.allowedOrigins,
-			APIKey:         cfg.apiKey,
-			Dev:            cfg.dev,
-
-			MaxStreamsPerSession: cfg.maxPerSession,
-			MaxStreamsPerAddress: cfg.maxPerAddress,
-			Logger:               log,
-		})
 
 		ln, err := net.Listen("tcp", cfg.addr)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", cfg.addr, err)
 		}
+		deps := web.Deps{
+			Pool:      pool,
+			Events:    events,
+			Publisher: publisher,
+			Hub:       hub,
+			Auth:      sessions,
+		}
+		if cfg.metricsAddr == "" {
+			deps.Metrics = metrics
+		}
+		maxPerAddress := cfg.maxPerAddress
+		if maxPerAddress == 0 {
+			maxPerAddress = -1 // no limit
+		}
+		handler := web.NewHandler(deps, web.Config{
+			AllowedOrigins: cfg.allowedOrigins,
+			APIKey:         cfg.apiKey,
+			Dev:            cfg.dev,
+
+			MaxStreamsPerSession: cfg.maxPerSession,
+			MaxStreamsPerAddress: maxPerAddress,
+			TrustedProxies:       cfg.trustedProxies,
+			AllowedHosts:         cfg.allowedHosts,
+			LoopbackListener:     isLoopback(ln.Addr()),
+			Logger:               log,
+		})
 		srv := &http.Server{
 			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -83,12 +101,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 				discardKeys(hubCtx, publisher, log)
 			})
 		})
-		if cfg.pprofAddr != "" {
-			stopPprof, err := servePprof(cfg.pprofAddr, log)
+		if cfg.metricsAddr != "" {
+			stop, err := serveAside(cfg.metricsAddr, metrics, cfg.pprofAddr != "", log, stdout)
 			if err != nil {
+				ln.Close()
 				return err
 			}
-			defer stopPprof()
+			defer stop()
+		} else if cfg.pprofAddr != "" {
+			stop, err := serveAside(cfg.pprofAddr, nil, true, log, stdout)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer stop()
 		}
 		serveErr := make(chan error, 1)
 		wg.Go(func() { serveErr <- srv.Serve(ln) })
@@ -173,24 +199,46 @@ func newAuth(pool *pgxpool.Pool, cfg config, log *slog.Logger) *auth.Manager {
 	})
 }
 
-// servePprof serves the runtime profiles on their own address, never on the public one.
-func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+// serveAside serves what is not for the public on an address of its own: /metrics when
+// metrics is not nil, and the runtime profiles when pprofOn. On a loopback address it answers
+// only loopback Host names, so that a page of another site cannot read it by DNS rebinding.
+func serveAside(addr string, metrics http.Handler, pprofOn bool, log *slog.Logger, stdout io.Writer) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("pprof: listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("listen on %s for metrics and profiles: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	srv := &http.Server{
+		Handler:           web.RestrictHosts(mux, nil, isLoopback(ln.Addr())),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		srv.Serve(ln)
 	}()
-	log.Info("pprof listening", "addr", ln.Addr().String())
+	if metrics != nil {
+		fmt.Fprintf(stdout, "tidings metrics on http://%s/metrics\n", ln.Addr())
+	}
+	if pprofOn {
+		log.Info("pprof listening", "addr", ln.Addr().String())
+	}
 	return func() { srv.Close(); <-done }, nil
+}
+
+// isLoopback reports whether a listener's address is a loopback one.
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
