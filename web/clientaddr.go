@@ -9,8 +9,8 @@ import (
 
 // clientAddr is the key of the request's client for every per-address limit: its IP address,
 // or for IPv6 its /64 (a subscriber is usually given a whole /64, and can pick any address in
-// it), such as "2001:db8:1:2::/64". Behind a trusted proxy the address is the forwarded one
-// (ClientIP).
+// it), such as "2001:db8:1:2::/64"; a loopback address stays whole, so that the key still says
+// it is one. Behind a trusted proxy the address is the forwarded one (ClientIP).
 func (h *Handler) clientAddr(r *http.Request) string {
 	return addrKey(h.clientIP(r), r.RemoteAddr)
 }
@@ -23,7 +23,7 @@ func (h *Handler) clientIP(r *http.Request) netip.Addr {
 // addrKey is clientAddr's key for the client address a of a request from remoteAddr.
 func addrKey(a netip.Addr, remoteAddr string) string {
 	switch {
-	case a.Is6():
+	case a.Is6() && !a.IsLoopback():
 		return netip.PrefixFrom(a, 64).Masked().String()
 	case a.IsValid():
 		return a.String()
