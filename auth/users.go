@@ -38,18 +38,37 @@ func (m *Manager) CreateUser(ctx context.Context, name, password string, typ dat
 	if !ValidName(name) || !ValidPassword(password) || !typ.Valid() {
 		return data.User{}, fmt.Errorf("%w: a name is 1-64 ASCII letters, digits, '-', '_' or '.', a password 8-1024 bytes, a type regular, crew or admin", ErrInvalid)
 	}
-	return m.createUser(ctx, "create user", name, password, typ, nil)
-}
-
-// createUser stores a user, runs then, if set, in the same transaction, and emits user-update
-// last. A taken name is ErrNameTaken; other errors are wrapped with what.
-func (m *Manager) createUser(ctx context.Context, what, name, password string, typ data.UserType, then func(pgx.Tx, data.User) error) (data.User, error) {
-	hash, err := m.hasher.hash(password)
+	if err := m.nameFree(ctx, "create user", name); err != nil {
+		return data.User{}, err
+	}
+	hash, err := m.hasher.hash(ctx, password)
 	if err != nil {
 		return data.User{}, err
 	}
+	return m.createUser(ctx, "create user", name, hash, typ, nil)
+}
+
+// nameFree is ErrNameTaken when a user has name already: checked before a password is hashed,
+// so that asking for a taken name costs no hashing. (Two asking for a free name at once both
+// hash; the database takes one of them.)
+func (m *Manager) nameFree(ctx context.Context, what, name string) error {
+	_, err := data.UserByName(ctx, m.pool, name)
+	switch {
+	case err == nil:
+		return ErrNameTaken
+	case errors.Is(err, data.ErrNotFound):
+		return nil
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+}
+
+// createUser stores a user with a password hash, runs then, if set, in the same transaction,
+// and emits user-update last. A taken name is ErrNameTaken; other errors are wrapped with what.
+func (m *Manager) createUser(ctx context.Context, what, name, hash string, typ data.UserType, then func(pgx.Tx, data.User) error) (data.User, error) {
 	var u data.User
-	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		var err error
 		if u, err = data.CreateUser(ctx, tx, name, typ, hash); err != nil {
 			return err
 		}

@@ -117,23 +117,3 @@ func DeleteUser(ctx context.Context, db DB, id int64) error {
 	}
 	return nil
 }
-
-// RecordLoginFailure notes a failed login for a name at a time (the caller's clock, the one
-// that counts failures too).
-func RecordLoginFailure(ctx context.Context, db DB, name string, at time.Time) error {
-	_, err := db.Exec(ctx, "INSERT INTO login_failures (name_key, at) VALUES (lower($1), $2)", name, at)
-	if err != nil {
-		return fmt.Errorf("record login failure: %w", err)
-	}
-	return nil
-}
-
-// LoginFailures counts the failed logins for a name since a time.
-func LoginFailures(ctx context.Context, db DB, name string, since time.Time) (int, error) {
-	var n int
-	err := db.QueryRow(ctx, "SELECT count(*) FROM login_failures WHERE name_key = lower($1) AND at >= $2", name, since).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count login failures: %w", err)
-	}
-	return n, nil
-}
