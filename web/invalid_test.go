@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"tidings/web"
 )
 
@@ -62,4 +64,41 @@ func TestInvalidPublishesRefusedBeforeTheDatabase(t *testing.T) {
 	if w := getWatermark(t, s); w != before {
 		t.Fatalf("refused publishes stored something: watermark %d, want %d", w, before)
 	}
+}
+
+// TestRepeatedInvalidPublishesClose1008 checks that publishes refused as invalid count like
+// invalid frames, although they are answered after the reader has gone on: nine in a row and
+// an accepted publish leave the stream open, and so do nine more and a ping; ten in a row
+// close it with 1008.
+func TestRepeatedInvalidPublishesClose1008(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{})
+	b := s.browser(t)
+	b.register("spam")
+	c := b.stream("")
+	sessionOf(t, c.next())
+	c.expect("ready")
+	const bad = `{"type":"publish","ref":"bad","event":{"type":"message","data":{"text":"\u0000"}}}`
+	invalid := func(n int) {
+		t.Helper()
+		for range n {
+			c.send(bad)
+			if f := c.answer(); f.Code != "invalid" {
+				t.Fatalf("got %+v, want invalid", f)
+			}
+		}
+	}
+	invalid(9)
+	c.send(`{"type":"publish","ref":"ok","event":{"type":"message","data":{"text":"fine"}}}`)
+	if f := c.answer(); f.Type != "ack" {
+		t.Fatalf("a good publish after nine bad ones: got %+v, want ack", f)
+	}
+	invalid(9)
+	c.send(`{"type":"ping","ref":"p"}`)
+	if f := c.answer(); f.Type != "pong" {
+		t.Fatalf("a ping after nine bad publishes: got %+v, want pong", f)
+	}
+	invalid(9)
+	c.send(bad) // the tenth in a row: its answer may or may not come before the close
+	c.expectClose(websocket.StatusPolicyViolation, "")
 }
