@@ -33,6 +33,7 @@ var (
 	errUnauthenticated  = &apiError{http.StatusUnauthorized, "unauthenticated", "sign in first"}
 	errBadLogin         = &apiError{http.StatusUnauthorized, "bad-login", "wrong name or password"}
 	errRateLimited      = &apiError{http.StatusTooManyRequests, "rate-limited", "too many failed logins; try again later"}
+	errTooManyChanges   = &apiError{http.StatusTooManyRequests, "rate-limited", "too many changes to users; try again after Retry-After seconds"}
 	errForbidden        = &apiError{http.StatusForbidden, "forbidden", "your account may not do this"}
 	errNameTaken        = &apiError{http.StatusConflict, "name-taken", "that name is taken"}
 	errOutcomeUnknown   = &apiError{http.StatusServiceUnavailable, "outcome-unknown", "the events were sent to the database but its answer was lost: they may or may not be stored; retry with the same Idempotency-Key"}
