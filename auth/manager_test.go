@@ -727,6 +727,9 @@ func TestUpdateUser(t *testing.T) {
 		{"regular renames self", "alice", "alice", auth.UserPatch{Name: str("alicia")}, nil, "alicia", data.UserRegular, false},
 		{"regular renames self in another case", "alice", "alice", auth.UserPatch{Name: str("ALICE")}, nil, "ALICE", data.UserRegular, false},
 		{"regular empty patch on self", "alice", "alice", auth.UserPatch{}, nil, "alice", data.UserRegular, false},
+		{"regular renames self to the same name", "alice", "alice", auth.UserPatch{Name: str("alice")}, nil, "alice", data.UserRegular, false},
+		{"admin sets the same name and type", "ada", "carl", auth.UserPatch{Name: str("carl"), Type: typ(data.UserCrew)}, nil, "carl", data.UserCrew, false},
+		{"admin empty patch on nobody", "ada", "nobody", auth.UserPatch{}, auth.ErrNotFound, "", "", false},
 		{"crew renames self", "carl", "carl", auth.UserPatch{Name: str("carlos")}, nil, "carlos", data.UserCrew, false},
 		{"admin renames other", "ada", "bob", auth.UserPatch{Name: str("robert")}, nil, "robert", data.UserRegular, false},
 		{"admin changes type", "ada", "bob", auth.UserPatch{Type: typ(data.UserCrew)}, nil, "bob", data.UserCrew, true},
@@ -784,7 +787,10 @@ func TestUpdateUser(t *testing.T) {
 			if u, err := e.m.User(e.ctx, id); err != nil || u.Name != c.after || u.Type != c.typ {
 				t.Errorf("stored user: got %+v, %v; want %q, %q", u, err, c.after, c.typ)
 			}
-			want := []ev{userUpdateEv(data.User{ID: id, Name: c.after, Type: c.typ})}
+			var want []ev // a patch that changes nothing emits nothing
+			if c.after != before.Name || c.typ != before.Type {
+				want = append(want, userUpdateEv(data.User{ID: id, Name: c.after, Type: c.typ}))
+			}
 			if c.close {
 				want = append(want, closeEv(data.CloseStreams{UserIDs: []int64{id}, Code: 4003, Reason: "access-changed"}))
 			}

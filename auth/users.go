@@ -108,13 +108,18 @@ type UserPatch struct {
 
 // UpdateUser applies a change by account to user id: any account may rename itself; renaming
 // others and changing anyone's type take an admin. It emits user-update, and a type change
-// closes that user's streams with 4003 access-changed on every node.
+// closes that user's streams with 4003 access-changed on every node. A change that changes
+// nothing (an empty patch, the name or type the user already has) stores and emits nothing:
+// every signed-in stream receives user-update, so it is not to be had for free.
 func (m *Manager) UpdateUser(ctx context.Context, account data.User, id int64, p UserPatch) (data.User, error) {
 	if p.Name != nil && !ValidName(*p.Name) || p.Type != nil && !p.Type.Valid() {
 		return data.User{}, fmt.Errorf("%w: a name is 1-64 ASCII letters, digits, '-', '_' or '.', a type regular, crew or admin", ErrInvalid)
 	}
 	if account.Type != data.UserAdmin && (id != account.ID || p.Type != nil) {
 		return data.User{}, ErrForbidden
+	}
+	if p.Name == nil && p.Type == nil {
+		return m.User(ctx, id)
 	}
 	var after data.User
 	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
@@ -123,6 +128,9 @@ func (m *Manager) UpdateUser(ctx context.Context, account data.User, id int64, p
 			return err
 		}
 		after = a
+		if before.Name == after.Name && before.Type == after.Type {
+			return nil // nothing changed: nothing to announce
+		}
 		if err := emitUserUpdate(ctx, tx, after); err != nil {
 			return err
 		}

@@ -88,11 +88,15 @@ func ListUsers(ctx context.Context, db DB) ([]User, error) {
 }
 
 // UpdateUser changes a user's name and/or type (nil leaves it) and returns the user as it was
-// before and as it is now.
+// before and as it is now. A change to what the user already has writes nothing (after is
+// before); the row stays locked until the caller's transaction ends either way.
 func UpdateUser(ctx context.Context, db DB, id int64, name *string, typ *UserType) (before, after User, err error) {
 	before, err = scanUser(db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1 FOR UPDATE", id))
 	if err != nil {
 		return before, after, err
+	}
+	if (name == nil || *name == before.Name) && (typ == nil || *typ == before.Type) {
+		return before, before, nil
 	}
 	after, err = scanUser(db.QueryRow(ctx,
 		"UPDATE users SET name = coalesce($2, name), type = coalesce($3, type) WHERE id = $1 RETURNING "+userColumns,

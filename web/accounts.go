@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -199,6 +200,12 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, ps httproute
 	patch, err := ParseUserPatch(body)
 	if err != nil {
 		h.fail(w, r, err)
+		return
+	}
+	// Before the change touches the database: each one is an event for every signed-in stream.
+	if wait, ok := h.patches.take(account.ID, patchLimitAddr(h.clientAddr(r)), time.Now()); !ok {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		writeError(w, errTooManyChanges)
 		return
 	}
 	u, err := h.deps.Auth.UpdateUser(r.Context(), account, id, patch)
