@@ -15,11 +15,12 @@
 //     /api/publish with -api-key, unless the log is already that large);
 //   - slow-body: connections that each send a 1 MiB body a few bytes at a time.
 //
-// During each, the well-behaved client, from a loopback address of its own, logs in every
-// 200 ms, loads / every 500 ms, and watches the messages a second well-behaved user publishes
-// over its socket every 100 ms. The JSON summary, the last line of standard output, gives per
-// scenario what the attack got, the well-behaved client's latencies and losses, the node's peak
-// RSS and CPU seconds (with -pid), and which targets held. The command refuses a node that is
+// During each, the well-behaved client, from a loopback address of its own, starts a login
+// every 200 ms, loads / every 500 ms, and watches the messages a second well-behaved user
+// publishes over its socket every 100 ms (each started on time, whether or not the last one
+// was answered, with a few at most waiting). The JSON summary, the last line of standard
+// output, gives per scenario what the attack got, the well-behaved client's latencies and
+// losses, the node's peak RSS and CPU seconds (with -pid), and which targets held. The command refuses a node that is
 // not on a loopback address; every loop is bounded by a count and by time. It exits 1 when a
 // target was missed, 2 when it could not run.
 package main

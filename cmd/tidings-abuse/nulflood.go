@@ -27,7 +27,12 @@ type nulResult struct {
 }
 
 func (r *nulResult) settled(w *wellBehaved) { r.Delivered = w.nulDelivered() }
-func (r *nulResult) check(map[string]bool)  {}
+
+// check: every NUL message is refused as invalid (or rate-limited, or its socket closed), never
+// answered internal nor stored.
+func (r *nulResult) check(c map[string]bool) {
+	c["nulRefused"] = r.Sent > 0 && r.Answers["ack"] == 0 && r.Answers["internal"] == 0 && r.Delivered == 0
+}
 
 // Bounds of the flood, whatever the node does.
 const (

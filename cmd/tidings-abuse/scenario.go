@@ -42,7 +42,7 @@ type scenarioSummary struct {
 	BenchCPUSeconds   float64 `json:"benchCpuSeconds"`
 	MachineCPUSeconds float64 `json:"machineCpuSeconds"`
 	// Checks says which targets held: peakRss (with -pid), login, events, and the scenario's
-	// own (guesses, emptyUpdates, slowBodiesCut).
+	// own (guesses, emptyUpdates, nulRefused, slowBodiesCut).
 	Checks map[string]bool `json:"checks"`
 	Pass   bool            `json:"pass"`
 	Error  string          `json:"error,omitempty"` // the scenario could not run

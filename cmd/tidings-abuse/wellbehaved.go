@@ -13,11 +13,17 @@ import (
 	"tidings/realtime/client"
 )
 
-// How often the well-behaved client does each thing.
+// How often the well-behaved client starts each thing, whether or not the last one has been
+// answered (it stands for several users, each arriving when they will, so a slow answer
+// delays no one else's attempt), and how many of each may wait for their answer at once, so
+// that it stays a probe rather than more load: a tick beyond that counts as a failure,
+// "client-backlog".
 const (
 	loginEvery   = 200 * time.Millisecond
 	pageEvery    = 500 * time.Millisecond
 	publishEvery = 100 * time.Millisecond
+	maxWaiting   = 4
+	maxPublishes = 8 // as many as the node lets one socket have waiting
 )
 
 // wbReport is what the well-behaved client saw during one scenario.
@@ -119,25 +125,38 @@ func (b *bench) startWellBehaved(ctx context.Context, scenario string) (*wellBeh
 	lctx, cancelLoops := context.WithCancel(ctx)
 	w.cancelLoops = cancelLoops
 	hc := newClient(b.good) // a browser of its own that signs in as the watcher
-	w.every(lctx, loginEvery, func() {
+	w.every(lctx, loginEvery, maxWaiting, &w.loginFail, func() {
 		w.measure(lctx, &w.login, &w.loginFail, hc, "POST", "/api/auth/login", credentials(b.watcher.name, b.watcher.password))
 	})
-	w.every(lctx, pageEvery, func() { w.measure(lctx, &w.page, &w.pageFail, hc, "GET", "/", nil) })
-	w.every(lctx, publishEvery, func() { w.publish(lctx) })
+	w.every(lctx, pageEvery, maxWaiting, &w.pageFail, func() { w.measure(lctx, &w.page, &w.pageFail, hc, "GET", "/", nil) })
+	w.every(lctx, publishEvery, maxPublishes, &w.publishErr, func() { w.publish(lctx) })
 	return w, nil
 }
 
-// every runs f every period (skipping ticks while f runs) until ctx ends.
-func (w *wellBehaved) every(ctx context.Context, period time.Duration, f func()) {
+// every starts f every period until ctx ends, with at most limit running at once; a tick
+// beyond that counts in fails.
+func (w *wellBehaved) every(ctx context.Context, period time.Duration, limit int, fails *tally, f func()) {
 	w.loops.Add(1)
 	go func() {
 		defer w.loops.Done()
+		slots := make(chan struct{}, limit)
 		t := time.NewTicker(period)
 		defer t.Stop()
-		for ctx.Err() == nil {
-			f()
+		for {
+			select {
+			case slots <- struct{}{}:
+				w.loops.Add(1) // this goroutine's own count keeps the group above zero meanwhile
+				go func() {
+					defer w.loops.Done()
+					defer func() { <-slots }()
+					f()
+				}()
+			default:
+				fails.add("client-backlog")
+			}
 			select {
 			case <-ctx.Done():
+				return
 			case <-t.C:
 			}
 		}
