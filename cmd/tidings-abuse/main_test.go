@@ -30,8 +30,8 @@ func TestEveryScenarioAtTinyScale(t *testing.T) {
 
 	var out, progress strings.Builder
 	args := []string{"-url", n.URL, "-scenario", "all", "-api-key", "abuse-key", "-pid", strconv.Itoa(os.Getpid()),
-		"-duration", "700ms", "-register", "5", "-guesses", "5", "-renamers", "2", "-nul-sockets", "2", "-nul-rate", "20",
-		"-streams", "5", "-fill", "300", "-slow", "5", "-slow-hold", "700ms", "-settle", "10s", "-request-timeout", "10s", "-timeout", "2m"}
+		"-duration", "500ms", "-register", "5", "-guesses", "5", "-renamers", "2", "-nul-sockets", "2", "-nul-rate", "20",
+		"-streams", "5", "-fill", "300", "-slow", "5", "-slow-hold", "500ms", "-settle", "10s", "-request-timeout", "10s", "-timeout", "2m"}
 	s, err := run(context.Background(), args, &out, &progress)
 	t.Log(progress.String())
 	if err != nil {
