@@ -12,7 +12,7 @@
 //     can, counting the user-update events that reach a watching stream;
 //   - nul-flood: signed-in sockets publish messages whose text holds U+0000;
 //   - anon-replay: anonymous lastEventId=0 streams over a large log (filled first through POST
-//     /api/publish with -api-key, unless the log is already that large);
+//     /api/publish with the key in TIDINGS_API_KEY, unless the log is already that large);
 //   - slow-body: connections that each send a 1 MiB body a few bytes at a time.
 //
 // During each, the well-behaved client, from a loopback address of its own, starts a login
@@ -44,7 +44,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	s, err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	s, err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tidings-abuse:", err)
@@ -55,12 +55,14 @@ func main() {
 	}
 }
 
-// run is the whole program; it returns the summary it printed.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary, error) {
+// run is the whole program; it returns the summary it printed. The API key comes from the
+// environment (TIDINGS_API_KEY), never from a flag, which ps and shell histories would show.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (summary, error) {
 	o, err := parseOptions(args, stderr)
 	if err != nil {
 		return summary{}, err
 	}
+	o.apiKey = getenv("TIDINGS_API_KEY")
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	b, err := newBench(ctx, o, stderr)
@@ -81,7 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 type options struct {
 	url       string
 	scenarios []string
-	apiKey    string
+	apiKey    string // TIDINGS_API_KEY: the bearer key of POST /api/publish, to fill the log
 	pid       int
 	timeout   time.Duration
 
@@ -122,7 +124,6 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "the node's base URL, on a loopback address")
 	scenario := fs.String("scenario", "all", "the scenarios to run, comma-separated, or all: "+strings.Join(scenarioNames, ", "))
-	fs.StringVar(&o.apiKey, "api-key", os.Getenv("TIDINGS_API_KEY"), "bearer key of POST /api/publish, to fill the log for anon-replay")
 	fs.IntVar(&o.pid, "pid", 0, "the node's process id, to report its peak RSS and CPU seconds (and its managed PostgreSQL's)")
 	fs.DurationVar(&o.timeout, "timeout", 20*time.Minute, "bound of the whole run")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long rename-flood, nul-flood and anon-replay attack")

@@ -54,7 +54,7 @@ func (b *bench) fill(ctx context.Context) error {
 		return nil
 	}
 	if b.o.apiKey == "" {
-		return fmt.Errorf("anon-replay: the log holds %d events, fewer than -fill %d, and there is no -api-key to publish more", have, b.o.fill)
+		return fmt.Errorf("anon-replay: the log holds %d events, fewer than -fill %d, and TIDINGS_API_KEY is empty: no key to publish more", have, b.o.fill)
 	}
 	header := http.Header{"Authorization": {"Bearer " + b.o.apiKey}}
 	pad := strings.Repeat("x", 160)
