@@ -24,6 +24,11 @@ type Config struct {
 	Grace time.Duration
 	// Password sets the argon2id cost (default DefaultPasswordParams).
 	Password *PasswordParams
+	// Hashing bounds the argon2id computations running at once (HashLimits' defaults).
+	Hashing HashLimits
+	// DeviceLifetime is how long a device cookie lives after the sign-in that gave or renewed
+	// it (default DefaultDeviceLifetime).
+	DeviceLifetime time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Logger receives what goes wrong; nil discards it.
@@ -32,11 +37,13 @@ type Config struct {
 
 // Manager keeps sessions and users in the database.
 type Manager struct {
-	pool   *pgxpool.Pool
-	cfg    Config
-	log    *slog.Logger
-	hasher *hasher
-	addrs  *addressLimiter
+	// Set at construction.
+	pool      *pgxpool.Pool
+	cfg       Config
+	log       *slog.Logger
+	hasher    *hasher
+	addrs     *buckets // failed logins per address
+	registers *buckets // registrations per address
 }
 
 // NewManager returns a Manager over pool.
@@ -53,6 +60,9 @@ func NewManager(pool *pgxpool.Pool, cfg Config) *Manager {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.DeviceLifetime <= 0 {
+		cfg.DeviceLifetime = DefaultDeviceLifetime
+	}
 	params := DefaultPasswordParams
 	if cfg.Password != nil {
 		params = *cfg.Password
@@ -61,8 +71,20 @@ func NewManager(pool *pgxpool.Pool, cfg Config) *Manager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{pool: pool, cfg: cfg, log: log, hasher: &hasher{params: params}, addrs: newAddressLimiter()}
+	m := &Manager{
+		pool: pool, cfg: cfg, log: log,
+		hasher:    newHasher(params, cfg.Hashing),
+		addrs:     newBuckets(maxFailuresPerAddr, loginWindow),
+		registers: newBuckets(maxRegistersPerAddr, registerWindow),
+	}
+	l := m.hasher.limits
+	log.Info("password hashing bounded", "slots", l.Slots, "queue", l.Queue, "wait", l.Wait,
+		"memoryPerHashKiB", params.Memory, "budgetMiB", l.Memory>>20)
+	return m
 }
+
+// HashStats counts the Manager's argon2id computations.
+func (m *Manager) HashStats() HashStats { return m.hasher.stats() }
 
 // ServerSession is a login session as the server knows it, with its account.
 type ServerSession struct {
@@ -103,9 +125,13 @@ var (
 	ErrInvalid     = errors.New("auth: invalid")
 	ErrBadLogin    = errors.New("auth: wrong name or password")
 	ErrRateLimited = errors.New("auth: too many failed logins")
-	ErrNameTaken   = errors.New("auth: name taken")
-	ErrForbidden   = errors.New("auth: forbidden")
-	ErrNotFound    = errors.New("auth: not found")
+	// ErrRegisterLimited: the address registered too many users lately.
+	ErrRegisterLimited = errors.New("auth: too many registrations")
+	// ErrBusy: the node checks as many passwords as it may at once.
+	ErrBusy      = errors.New("auth: too many passwords being checked")
+	ErrNameTaken = errors.New("auth: name taken")
+	ErrForbidden = errors.New("auth: forbidden")
+	ErrNotFound  = errors.New("auth: not found")
 )
 
 // Resolve reads the session behind a cookie's token, applying the rules of PROTOCOL.md
@@ -316,9 +342,14 @@ func (m *Manager) withAccount(ctx context.Context, tx pgx.Tx, row data.SessionRo
 	return &ServerSession{SessionRow: row, Account: u}, nil
 }
 
-// Discard deletes sessions past their discard time and login failures older than the login
-// window; run it periodically.
+// Discard deletes sessions past their discard time, login failures older than the login
+// window, expired device cookies and those beyond the newest 32 of a user; run it
+// periodically. It returns how many sessions it deleted.
 func (m *Manager) Discard(ctx context.Context) (int64, error) {
 	now := m.cfg.Now()
-	return data.DiscardOld(ctx, m.pool, now, now.Add(-loginWindow))
+	n, err := data.DiscardOld(ctx, m.pool, now, now.Add(-loginWindow))
+	if err != nil {
+		return n, err
+	}
+	return n, data.DiscardLoginState(ctx, m.pool, now, now.Add(-loginWindow), maxDevicesPerUser)
 }

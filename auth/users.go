@@ -38,18 +38,37 @@ func (m *Manager) CreateUser(ctx context.Context, name, password string, typ dat
 	if !ValidName(name) || !ValidPassword(password) || !typ.Valid() {
 		return data.User{}, fmt.Errorf("%w: a name is 1-64 ASCII letters, digits, '-', '_' or '.', a password 8-1024 bytes, a type regular, crew or admin", ErrInvalid)
 	}
-	return m.createUser(ctx, "create user", name, password, typ, nil)
-}
-
-// createUser stores a user, runs then, if set, in the same transaction, and emits user-update
-// last. A taken name is ErrNameTaken; other errors are wrapped with what.
-func (m *Manager) createUser(ctx context.Context, what, name, password string, typ data.UserType, then func(pgx.Tx, data.User) error) (data.User, error) {
-	hash, err := m.hasher.hash(password)
+	if err := m.nameFree(ctx, "create user", name); err != nil {
+		return data.User{}, err
+	}
+	hash, err := m.hasher.hash(ctx, password)
 	if err != nil {
 		return data.User{}, err
 	}
+	return m.createUser(ctx, "create user", name, hash, typ, nil)
+}
+
+// nameFree is ErrNameTaken when a user has name already: checked before a password is hashed,
+// so that asking for a taken name costs no hashing. (Two asking for a free name at once both
+// hash; the database takes one of them.)
+func (m *Manager) nameFree(ctx context.Context, what, name string) error {
+	_, err := data.UserByName(ctx, m.pool, name)
+	switch {
+	case err == nil:
+		return ErrNameTaken
+	case errors.Is(err, data.ErrNotFound):
+		return nil
+	default:
+		return fmt.Errorf("%s: %w", what, err)
+	}
+}
+
+// createUser stores a user with a password hash, runs then, if set, in the same transaction,
+// and emits user-update last. A taken name is ErrNameTaken; other errors are wrapped with what.
+func (m *Manager) createUser(ctx context.Context, what, name, hash string, typ data.UserType, then func(pgx.Tx, data.User) error) (data.User, error) {
 	var u data.User
-	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+		var err error
 		if u, err = data.CreateUser(ctx, tx, name, typ, hash); err != nil {
 			return err
 		}
@@ -89,13 +108,18 @@ type UserPatch struct {
 
 // UpdateUser applies a change by account to user id: any account may rename itself; renaming
 // others and changing anyone's type take an admin. It emits user-update, and a type change
-// closes that user's streams with 4003 access-changed on every node.
+// closes that user's streams with 4003 access-changed on every node. A change that changes
+// nothing (an empty patch, the name or type the user already has) stores and emits nothing:
+// every signed-in stream receives user-update, so it is not to be had for free.
 func (m *Manager) UpdateUser(ctx context.Context, account data.User, id int64, p UserPatch) (data.User, error) {
 	if p.Name != nil && !ValidName(*p.Name) || p.Type != nil && !p.Type.Valid() {
 		return data.User{}, fmt.Errorf("%w: a name is 1-64 ASCII letters, digits, '-', '_' or '.', a type regular, crew or admin", ErrInvalid)
 	}
 	if account.Type != data.UserAdmin && (id != account.ID || p.Type != nil) {
 		return data.User{}, ErrForbidden
+	}
+	if p.Name == nil && p.Type == nil {
+		return m.User(ctx, id)
 	}
 	var after data.User
 	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
@@ -104,6 +128,9 @@ func (m *Manager) UpdateUser(ctx context.Context, account data.User, id int64, p
 			return err
 		}
 		after = a
+		if before.Name == after.Name && before.Type == after.Type {
+			return nil // nothing changed: nothing to announce
+		}
 		if err := emitUserUpdate(ctx, tx, after); err != nil {
 			return err
 		}

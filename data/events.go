@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,20 +34,31 @@ type NewEvent struct {
 const MaxTypeLen = 200
 
 // ErrInvalidEvent is returned for an event that the store refuses (empty or overlong type,
-// data that is not JSON, an invalid audience).
+// data that is not JSON or that PostgreSQL's jsonb cannot hold, an invalid audience).
 var ErrInvalidEvent = errors.New("data: invalid event")
 
 // Validate checks what the events table would refuse, so that bad input is a clear error
-// before any transaction starts.
+// before any transaction starts, and never fails a group commit that it would have joined:
+// a type that is not UTF-8 or holds U+0000, data that is not JSON, and JSON that PostgreSQL's
+// jsonb refuses although encoding/json takes it (U+0000 anywhere in a string, object keys
+// included; see jsonb.go).
 func (e NewEvent) Validate() error {
 	if e.Type == "" || len(e.Type) > MaxTypeLen {
 		return fmt.Errorf("%w: type must be 1 to %d bytes", ErrInvalidEvent, MaxTypeLen)
+	}
+	if !utf8.ValidString(e.Type) || strings.IndexByte(e.Type, 0) >= 0 {
+		return fmt.Errorf("%w: type must be UTF-8 without U+0000", ErrInvalidEvent)
 	}
 	if IsControl(e.Type) {
 		return fmt.Errorf("%w: types under %q are reserved", ErrInvalidEvent, ControlTypePrefix)
 	}
 	if e.Data != nil && !json.Valid(e.Data) {
 		return fmt.Errorf("%w: data is not valid JSON", ErrInvalidEvent)
+	}
+	if e.Data != nil {
+		if err := jsonbProblem(e.Data); err != nil {
+			return fmt.Errorf("%w: data: %w", ErrInvalidEvent, err)
+		}
 	}
 	if _, err := e.Audience.sqlValue(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)

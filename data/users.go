@@ -88,11 +88,15 @@ func ListUsers(ctx context.Context, db DB) ([]User, error) {
 }
 
 // UpdateUser changes a user's name and/or type (nil leaves it) and returns the user as it was
-// before and as it is now.
+// before and as it is now. A change to what the user already has writes nothing (after is
+// before); the row stays locked until the caller's transaction ends either way.
 func UpdateUser(ctx context.Context, db DB, id int64, name *string, typ *UserType) (before, after User, err error) {
 	before, err = scanUser(db.QueryRow(ctx, "SELECT "+userColumns+" FROM users WHERE id = $1 FOR UPDATE", id))
 	if err != nil {
 		return before, after, err
+	}
+	if (name == nil || *name == before.Name) && (typ == nil || *typ == before.Type) {
+		return before, before, nil
 	}
 	after, err = scanUser(db.QueryRow(ctx,
 		"UPDATE users SET name = coalesce($2, name), type = coalesce($3, type) WHERE id = $1 RETURNING "+userColumns,
@@ -116,24 +120,4 @@ func DeleteUser(ctx context.Context, db DB, id int64) error {
 		return ErrNotFound
 	}
 	return nil
-}
-
-// RecordLoginFailure notes a failed login for a name at a time (the caller's clock, the one
-// that counts failures too).
-func RecordLoginFailure(ctx context.Context, db DB, name string, at time.Time) error {
-	_, err := db.Exec(ctx, "INSERT INTO login_failures (name_key, at) VALUES (lower($1), $2)", name, at)
-	if err != nil {
-		return fmt.Errorf("record login failure: %w", err)
-	}
-	return nil
-}
-
-// LoginFailures counts the failed logins for a name since a time.
-func LoginFailures(ctx context.Context, db DB, name string, since time.Time) (int, error) {
-	var n int
-	err := db.QueryRow(ctx, "SELECT count(*) FROM login_failures WHERE name_key = lower($1) AND at >= $2", name, since).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("count login failures: %w", err)
-	}
-	return n, nil
 }

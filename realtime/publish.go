@@ -99,18 +99,20 @@ func (q *publishes) run() {
 		p := q.queue[0]
 		q.queue = q.queue[1:]
 		q.mu.Unlock()
-		frame := q.runOne(p)
+		frame, invalid := q.runOne(p)
 		q.mu.Lock()
 		q.pending--
 		q.mu.Unlock()
 		if !s.reply(frame) {
 			s.sub.Close(closeUnanswered)
 		}
+		s.countInvalid(invalid)
 	}
 }
 
-// runOne publishes one event, within its deadline, and returns the ack or error frame.
-func (q *publishes) runOne(p pendingPublish) []byte {
+// runOne publishes one event, within its deadline, and returns the ack or error frame, and
+// whether the publish was refused as invalid (it counts as an invalid frame).
+func (q *publishes) runOne(p pendingPublish) (frame []byte, invalid bool) {
 	s := q.s
 	ctx, cancel := context.WithDeadline(s.ctx, p.deadline)
 	defer cancel()
@@ -121,9 +123,9 @@ func (q *publishes) runOne(p pendingPublish) []byte {
 		if !errors.As(err, &fe) && s.ctx.Err() == nil {
 			s.cfg.Logger.Error("publish from socket", "err", err)
 		}
-		return errorFrameFor(p.ref, err)
+		return errorFrameFor(p.ref, err), fe != nil && fe.Code == CodeInvalid
 	}
-	return ackFrame(p.ref, id)
+	return ackFrame(p.ref, id), false
 }
 
 // refund gives a publish's tokens back: refused publishes take no token.

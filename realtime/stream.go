@@ -40,7 +40,8 @@ type StreamConfig struct {
 	AccountPublishRate  float64
 	AccountPublishBurst int
 	// MaxInvalidFrames is how many invalid frames in a row close the socket with 1008
-	// (default 10).
+	// (default 10). A publish refused as invalid counts as an invalid frame, when it is
+	// answered; any other answer ends the row.
 	MaxInvalidFrames int
 	// Logger receives stream failures; nil discards them.
 	Logger *slog.Logger
@@ -147,6 +148,11 @@ type stream struct {
 	framed  chan struct{}  // closed by the reader at the client's first frame, if OnProven is set
 
 	pubs *publishes // owned by the reader: made at the stream's first publish
+
+	// invalid counts the client's invalid frames and invalid publishes in a row: the reader
+	// counts the frames it refuses, the publishes' goroutine the publishes refused as invalid
+	// (answered after the reader went on); any other answer resets it.
+	invalid atomic.Int32
 
 	mu       sync.Mutex
 	controls [][]byte // guarded by mu: pong, ack and error frames waiting for the writer
@@ -404,7 +410,6 @@ var closeUnanswered = CloseReason{websocket.StatusPolicyViolation, "too many fra
 // readLoop reads client frames until the socket fails or closes. It runs in Serve's goroutine
 // and never waits on the database: publishes run in their own goroutine (publish.go).
 func (s *stream) readLoop(ctx context.Context) error {
-	invalid := 0
 	shown := s.framed == nil // nobody waits for the first frame
 	for {
 		typ, msg, err := s.conn.Read(ctx)
@@ -428,17 +433,27 @@ func (s *stream) readLoop(ctx context.Context) error {
 		case f.Type == "publish":
 			frame = s.publish(f) // nil: queued, answered when it ran
 		}
-		if err != nil {
-			invalid++
-		} else {
-			invalid = 0
-		}
-		if invalid >= s.cfg.MaxInvalidFrames {
-			s.sub.Close(ClosePolicy)
+		switch {
+		case err != nil:
+			s.countInvalid(true)
+		case frame != nil: // answered at once; a queued publish counts when it is answered
+			s.countInvalid(false)
 		}
 		if frame != nil && !s.reply(frame) {
 			s.sub.Close(closeUnanswered)
 		}
+	}
+}
+
+// countInvalid counts an answer to the client: invalid (an invalid frame, or a publish refused
+// as invalid) or not. MaxInvalidFrames invalid answers in a row close the stream with 1008.
+func (s *stream) countInvalid(invalid bool) {
+	if !invalid {
+		s.invalid.Store(0)
+		return
+	}
+	if s.invalid.Add(1) >= int32(s.cfg.MaxInvalidFrames) {
+		s.sub.Close(ClosePolicy)
 	}
 }
 

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -72,6 +74,9 @@ func readBody(r *http.Request) ([]byte, error) {
 // fail answers err: a refusal as it is, anything else logged and 500 (or 503 when it is the
 // database).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if after, ok := auth.RetryAfter(err); ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(after.Seconds()))))
+	}
 	err = authError(err)
 	var api *apiError
 	if !errors.As(err, &api) {
@@ -86,14 +91,12 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, _ httprouter.
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	addr := h.clientAddr(r)
-	h.signIn(w, r, http.StatusOK, func(ctx context.Context, name, password string) (*auth.ServerSession, auth.Token, error) {
-		return h.deps.Auth.Login(ctx, name, password, addr)
-	})
+	h.signIn(w, r, http.StatusOK, h.deps.Auth.Login)
 }
 
-// signIn reads credentials, opens a session with them, and answers status with its cookie.
-func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, status int, open func(ctx context.Context, name, password string) (*auth.ServerSession, auth.Token, error)) {
+// signIn reads credentials, opens a session with them, and answers status with its cookie and
+// the device cookie.
+func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, status int, open func(context.Context, auth.Credentials) (auth.SignIn, error)) {
 	body, err := readBody(r)
 	if err != nil {
 		h.fail(w, r, err)
@@ -104,13 +107,14 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, status int, ope
 		h.fail(w, r, err)
 		return
 	}
-	s, token, err := open(r.Context(), name, password)
+	in, err := open(r.Context(), auth.Credentials{Name: name, Password: password, Addr: h.clientAddr(r), Device: h.deviceToken(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.setCookie(w, token, s.ExpiresAt)
-	writeJSON(w, status, newApiSession(s))
+	h.setCookie(w, in.Token, in.Session.ExpiresAt)
+	h.setDeviceCookie(w, in.Device, in.DeviceExpires)
+	writeJSON(w, status, newApiSession(in.Session))
 }
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
@@ -199,6 +203,12 @@ func (h *Handler) patchUser(w http.ResponseWriter, r *http.Request, ps httproute
 	patch, err := ParseUserPatch(body)
 	if err != nil {
 		h.fail(w, r, err)
+		return
+	}
+	// Before the change touches the database: each one is an event for every signed-in stream.
+	if wait, ok := h.patches.take(account.ID, patchLimitAddr(h.clientAddr(r)), time.Now()); !ok {
+		w.Header().Set("Retry-After", retryAfter(wait))
+		writeError(w, errTooManyChanges)
 		return
 	}
 	u, err := h.deps.Auth.UpdateUser(r.Context(), account, id, patch)

@@ -35,6 +35,9 @@ var (
 	errUnauthenticated  = &apiError{http.StatusUnauthorized, "unauthenticated", "sign in first"}
 	errBadLogin         = &apiError{http.StatusUnauthorized, "bad-login", "wrong name or password"}
 	errRateLimited      = &apiError{http.StatusTooManyRequests, "rate-limited", "too many failed logins; try again later"}
+	errRegisterLimited  = &apiError{http.StatusTooManyRequests, "rate-limited", "too many registrations from this address; try again later"}
+	errHashingBusy      = &apiError{http.StatusServiceUnavailable, "busy", "the server is checking too many passwords at once; try again shortly"}
+	errTooManyChanges   = &apiError{http.StatusTooManyRequests, "rate-limited", "too many changes to users; try again after Retry-After seconds"}
 	errForbidden        = &apiError{http.StatusForbidden, "forbidden", "your account may not do this"}
 	errNameTaken        = &apiError{http.StatusConflict, "name-taken", "that name is taken"}
 	errOutcomeUnknown   = &apiError{http.StatusServiceUnavailable, "outcome-unknown", "the events were sent to the database but its answer was lost: they may or may not be stored; retry with the same Idempotency-Key"}
@@ -73,6 +76,8 @@ func authError(err error) error {
 	}{
 		{auth.ErrBadLogin, errBadLogin},
 		{auth.ErrRateLimited, errRateLimited},
+		{auth.ErrRegisterLimited, errRegisterLimited},
+		{auth.ErrBusy, errHashingBusy},
 		{auth.ErrForbidden, errForbidden},
 		{auth.ErrNameTaken, errNameTaken},
 		{auth.ErrNotFound, errNotFound},

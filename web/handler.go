@@ -81,6 +81,7 @@ type Handler struct {
 	hosts   hosts
 	apiKey  [sha256.Size]byte
 	counts  streamCounts
+	patches patchLimits // rate limits of PATCH /api/users/:id (patchlimits.go)
 	router  *httprouter.Router
 
 	// streams owns every stream's goroutine; streamCtx ends them all on a forced shutdown.

@@ -1,12 +1,20 @@
 package web
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"strconv"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tidings/data"
+	"tidings/data/datatest"
+	"tidings/realtime"
 )
 
 func TestParseLastEventID(t *testing.T) {
@@ -83,11 +91,15 @@ func TestParsePublishBody(t *testing.T) {
 }
 
 // FuzzParsePublishBody checks that any body is either refused with a 400 or yields events that
-// the store would accept.
+// the store accepts: they pass validation, and PostgreSQL stores them (in a transaction rolled
+// back afterwards).
 func FuzzParsePublishBody(f *testing.F) {
-	for _, s := range []string{`{"type":"a","data":1}`, `[{"type":"a"},{"type":"b","audience":{"kind":"user","userId":3}}]`, `[]`, `{`, `{"type":"a","audience":{"kind":"min-type","type":"crew"}}`} {
+	for _, s := range []string{`{"type":"a","data":1}`, `[{"type":"a"},{"type":"b","audience":{"kind":"user","userId":3}}]`, `[]`, `{`, `{"type":"a","audience":{"kind":"min-type","type":"crew"}}`,
+		`{"type":"a","data":{"text":"\u0000"}}`, `{"type":"a","data":{"\u0000":1}}`, `{"type":"a\u0000"}`, `{"type":"a","data":"\ud800"}`, `{"type":"a","data":[1e999999]}`,
+		"{\"type\":\"a\",\"data\":\"\xff\"}", `[{"type":"a","data":"\\u0000"},{"type":"b","data":"\ud83d\ude00"}]`} {
 		f.Add([]byte(s))
 	}
+	pool := datatest.NewPool(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		evs, err := ParsePublishBody(body)
 		if err != nil {
@@ -101,6 +113,54 @@ func FuzzParsePublishBody(f *testing.F) {
 			if err := e.Validate(); err != nil {
 				t.Fatalf("%q: parsed event %+v fails validation: %v", body, e, err)
 			}
+		}
+		if err := storeAndRollBack(pool, evs); err != nil {
+			t.Fatalf("%q: parsed events that PostgreSQL refuses: %v", body, err)
+		}
+	})
+}
+
+// storeAndRollBack appends evs as the publisher does, in a transaction that it rolls back, and
+// returns PostgreSQL's refusal, if any.
+func storeAndRollBack(pool *pgxpool.Pool, evs []data.NewEvent) error {
+	ctx := context.Background()
+	errRollback := errors.New("roll back")
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := data.AppendEvents(ctx, tx, evs); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if errors.Is(err, errRollback) {
+		return nil
+	}
+	return err
+}
+
+// FuzzMessageData checks that any data of a message publish is either refused as invalid or
+// becomes data that the store accepts: it passes validation, and PostgreSQL stores it.
+func FuzzMessageData(f *testing.F) {
+	for _, s := range []string{`{"text":"hi"}`, `{"text":"  "}`, `{"text":"\u0000"}`, `{"text":" a\u0000 "}`, `{"text":"\ud800"}`,
+		`{"text":"\\u0000"}`, `{"text":1}`, `null`, `{"text":"caf\u00e9 \ud83d\ude00"}`, "{\"text\":\"\xff\"}"} {
+		f.Add([]byte(s))
+	}
+	pool := datatest.NewPool(f)
+	f.Fuzz(func(t *testing.T, d []byte) {
+		stored, err := messageData(d)
+		if err != nil {
+			var fe *realtime.FrameError
+			if !errors.As(err, &fe) || fe.Code != realtime.CodeInvalid {
+				t.Fatalf("%q: error %v is not invalid", d, err)
+			}
+			return
+		}
+		b, aud := stored(data.User{ID: 7, Name: "alice"})
+		evs := []data.NewEvent{{Type: "message", Data: b, Audience: aud}}
+		if err := evs[0].Validate(); err != nil {
+			t.Fatalf("%q: message data %s fails validation: %v", d, b, err)
+		}
+		if err := storeAndRollBack(pool, evs); err != nil {
+			t.Fatalf("%q: message data %s that PostgreSQL refuses: %v", d, b, err)
 		}
 	})
 }

@@ -23,8 +23,9 @@ type publishBody struct {
 }
 
 // ParsePublishBody reads the body of POST /api/publish: one event object or an array of them.
-// Each needs a non-empty string type; data is any JSON (missing: null); audience is one of the
-// protocol's shapes (missing or null: everyone). Unknown fields are refused.
+// Each needs a non-empty string type; data is any JSON (missing: null) that the store takes
+// (data.NewEvent.Validate: no U+0000, for one); audience is one of the protocol's shapes
+// (missing or null: everyone). Unknown fields are refused.
 func ParsePublishBody(body []byte) ([]data.NewEvent, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	var items []json.RawMessage
@@ -55,7 +56,12 @@ func ParsePublishBody(body []byte) ([]data.NewEvent, error) {
 				return nil, badRequest("invalid-audience", eventAt(i, len(items))+err.Error())
 			}
 		}
-		evs = append(evs, data.NewEvent{Type: *b.Type, Data: b.Data, Audience: aud})
+		e := data.NewEvent{Type: *b.Type, Data: b.Data, Audience: aud}
+		// What the store refuses is refused here, before any database work.
+		if err := e.Validate(); err != nil {
+			return nil, badRequest("invalid-event", eventAt(i, len(items))+"is refused: "+strings.TrimPrefix(err.Error(), data.ErrInvalidEvent.Error()+": "))
+		}
+		evs = append(evs, e)
 	}
 	return evs, nil
 }

@@ -17,6 +17,12 @@ const (
 	devCookieName = "tidings-session"
 )
 
+// Device cookie names (PROTOCOL.md section 4.1), with the session cookie's rules.
+const (
+	deviceCookieName    = "__Host-tidings-device"
+	devDeviceCookieName = "tidings-device"
+)
+
 // ApiSession is a session as the wire carries it: never its token.
 type ApiSession struct {
 	ID        int64            `json:"id"`
@@ -87,6 +93,30 @@ func (h *Handler) setCookie(w http.ResponseWriter, token auth.Token, expires tim
 func (h *Handler) clearCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{
 		Name: h.cookieName(), Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+func (h *Handler) deviceCookieName() string {
+	if h.cfg.Dev {
+		return devDeviceCookieName
+	}
+	return deviceCookieName
+}
+
+// deviceToken reads the device cookie of r.
+func (h *Handler) deviceToken(r *http.Request) auth.Token {
+	c, err := r.Cookie(h.deviceCookieName())
+	if err != nil {
+		return ""
+	}
+	return auth.Token(c.Value)
+}
+
+// setDeviceCookie sends the device cookie, which lives until expires; logout keeps it.
+func (h *Handler) setDeviceCookie(w http.ResponseWriter, token auth.Token, expires time.Time) {
+	http.SetCookie(w, &http.Cookie{
+		Name: h.deviceCookieName(), Value: string(token), Path: "/", Expires: expires.UTC(),
 		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
 	})
 }

@@ -45,6 +45,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		events := data.NewEvents(pool)
 		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: realtime.NewMetrics(reg)})
 		sessions := newAuth(pool, cfg, log)
+		reg.MustRegister(auth.NewCollector(sessions))
 		publisher := data.NewPublisher(pool, data.PublisherConfig{})
 		defer publisher.Close() // after the streams and requests that publish
 
