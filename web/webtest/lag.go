@@ -41,18 +41,29 @@ func hubContext(ctx context.Context) context.Context { return context.WithValue(
 
 // After reads the wrapped store, except that a read of the hub's own while held finds nothing.
 func (l *LagStore) After(ctx context.Context, after int64, limit int) ([]data.Event, error) {
-	if ctx.Value(hubRead{}) != nil {
-		l.mu.Lock()
-		held := l.held
-		if held {
-			l.swallows++
-		}
-		l.mu.Unlock()
-		if held {
-			return nil, nil
-		}
+	if ctx.Value(hubRead{}) == nil {
+		return l.Store.After(ctx, after, limit)
 	}
-	return l.Store.After(ctx, after, limit)
+	if l.swallowHubRead() {
+		return nil, nil
+	}
+	evs, err := l.Store.After(ctx, after, limit)
+	// A read that began before Hold but ends after it finds nothing either: from Hold on,
+	// the hub's head does not move.
+	if l.swallowHubRead() {
+		return nil, nil
+	}
+	return evs, err
+}
+
+// swallowHubRead reports whether the store is held, counting a swallowed read if so.
+func (l *LagStore) swallowHubRead() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held {
+		l.swallows++
+	}
+	return l.held
 }
 
 // Listen runs the wrapped store's listener, passing its reports to report except, while the
