@@ -17,11 +17,9 @@ const (
 	devCookieName = "tidings-session"
 )
 
-// Device cookie names (PROTOCOL.md section 4.1), with the session cookie's rules.
-const (
-	deviceCookieName    = "__Host-tidings-device"
-	devDeviceCookieName = "tidings-device"
-)
+// deviceCookieName is the device cookie's (PROTOCOL.md section 4.1), in every mode: the
+// protocol names it so. Secure outside development, like the session cookie.
+const deviceCookieName = "tidings-device"
 
 // ApiSession is a session as the wire carries it: never its token.
 type ApiSession struct {
@@ -73,52 +71,48 @@ func (h *Handler) cookieName() string {
 }
 
 // token reads the session cookie of r.
-func (h *Handler) token(r *http.Request) auth.Token {
-	c, err := r.Cookie(h.cookieName())
-	if err != nil {
-		return ""
-	}
-	return auth.Token(c.Value)
-}
+func (h *Handler) token(r *http.Request) auth.Token { return readCookie(r, h.cookieName()) }
 
 // setCookie sends the cookie of a session token that lives until expires.
 func (h *Handler) setCookie(w http.ResponseWriter, token auth.Token, expires time.Time) {
-	http.SetCookie(w, &http.Cookie{
-		Name: h.cookieName(), Value: string(token), Path: "/", Expires: expires.UTC(),
-		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
-	})
+	h.writeCookie(w, h.cookieName(), token, expires)
 }
 
 // clearCookie tells the browser to forget the session cookie.
 func (h *Handler) clearCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{
-		Name: h.cookieName(), Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
-	})
-}
-
-func (h *Handler) deviceCookieName() string {
-	if h.cfg.Dev {
-		return devDeviceCookieName
-	}
-	return deviceCookieName
+	h.writeCookie(w, h.cookieName(), "", time.Time{})
 }
 
 // deviceToken reads the device cookie of r.
-func (h *Handler) deviceToken(r *http.Request) auth.Token {
-	c, err := r.Cookie(h.deviceCookieName())
+func (h *Handler) deviceToken(r *http.Request) auth.Token { return readCookie(r, deviceCookieName) }
+
+// setDeviceCookie sends the device cookie, which lives until expires; logout keeps it.
+func (h *Handler) setDeviceCookie(w http.ResponseWriter, token auth.Token, expires time.Time) {
+	h.writeCookie(w, deviceCookieName, token, expires)
+}
+
+// readCookie returns the value of r's cookie called name, or "".
+func readCookie(r *http.Request, name string) auth.Token {
+	c, err := r.Cookie(name)
 	if err != nil {
 		return ""
 	}
 	return auth.Token(c.Value)
 }
 
-// setDeviceCookie sends the device cookie, which lives until expires; logout keeps it.
-func (h *Handler) setDeviceCookie(w http.ResponseWriter, token auth.Token, expires time.Time) {
-	http.SetCookie(w, &http.Cookie{
-		Name: h.deviceCookieName(), Value: string(token), Path: "/", Expires: expires.UTC(),
+// writeCookie sends a cookie of tidings: HttpOnly, SameSite=Lax, Path=/, Secure outside
+// development. An empty token clears it; otherwise it lives until expires.
+func (h *Handler) writeCookie(w http.ResponseWriter, name string, token auth.Token, expires time.Time) {
+	c := &http.Cookie{
+		Name: name, Value: string(token), Path: "/",
 		HttpOnly: true, Secure: !h.cfg.Dev, SameSite: http.SameSiteLaxMode,
-	})
+	}
+	if token == "" {
+		c.MaxAge = -1
+	} else {
+		c.Expires = expires.UTC()
+	}
+	http.SetCookie(w, c)
 }
 
 // resolve reads the request's session, rotating it when due, and sets or clears the cookie in

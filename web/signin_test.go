@@ -277,8 +277,8 @@ func cookieHeader(resp *http.Response, name string) string {
 }
 
 // TestSecureDeviceCookieOutsideDevelopment: outside development the device cookie has the
-// session cookie's rules: __Host- prefixed, Secure, HttpOnly, SameSite=Lax, Path=/; a login
-// reads it under that name.
+// session cookie's rules but under the name PROTOCOL.md gives it, tidings-device: Secure,
+// HttpOnly, SameSite=Lax, Path=/; a login reads it under that name.
 func TestSecureDeviceCookieOutsideDevelopment(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
@@ -287,14 +287,14 @@ func TestSecureDeviceCookieOutsideDevelopment(t *testing.T) {
 		req, _ := http.NewRequest("POST", path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		if device != "" {
-			req.AddCookie(&http.Cookie{Name: "__Host-tidings-device", Value: device})
+			req.AddCookie(&http.Cookie{Name: "tidings-device", Value: device})
 		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
 		return w
 	}
 	w := post("/api/auth/register", `{"name":"olga","password":"password-olga"}`, "")
-	c := cookieHeader(&http.Response{Header: w.Header()}, "__Host-tidings-device")
+	c := cookieHeader(&http.Response{Header: w.Header()}, "tidings-device")
 	if w.Code != 201 || c == "" {
 		t.Fatalf("register: got %d, Set-Cookie %q", w.Code, w.Header().Values("Set-Cookie"))
 	}
@@ -303,7 +303,7 @@ func TestSecureDeviceCookieOutsideDevelopment(t *testing.T) {
 			t.Errorf("Set-Cookie %q lacks %s", c, want)
 		}
 	}
-	device := strings.TrimPrefix(strings.SplitN(c, ";", 2)[0], "__Host-tidings-device=")
+	device := strings.TrimPrefix(strings.SplitN(c, ";", 2)[0], "tidings-device=")
 	for range 10 {
 		if w := post("/api/auth/login", `{"name":"olga","password":"wrong-password"}`, ""); w.Code != 401 {
 			t.Fatalf("failure: got %d, want 401", w.Code)
