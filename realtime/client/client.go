@@ -35,6 +35,8 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Buffer is the capacity of the Events channel (default 1,024).
 	Buffer int
+	// SignalTimeout bounds the wait of Signal for the server's answer (default 5s).
+	SignalTimeout time.Duration
 	// OnSession is called with each session frame.
 	OnSession func(Session)
 	// OnReset is called when the server says the client must refetch its state; events after
@@ -45,6 +47,22 @@ type Config struct {
 	// OnClose is called after each connection ends, with its close code (-1 for a network
 	// failure) and reason.
 	OnClose func(code int, reason string)
+	// OnPresence is called with each presence frame: every online user id, ascending, sent
+	// once per (re)connection of a signed-in stream, right after ready (PROTOCOL.md section
+	// 8). It replaces what the caller knew: changes while the client was away are not sent.
+	OnPresence func(online []int64)
+	// OnPresenceChange is called with each presence-change frame: userID came online or went
+	// offline.
+	OnPresenceChange func(userID int64, online bool)
+	// OnSignal is called with each signal that reaches the stream, the client's own included.
+	OnSignal func(Signal)
+
+	// Every On… callback is called from the client's read goroutine, in the order of the
+	// frames: it must not block for long (nothing is read meanwhile, pongs included), and it
+	// must not call Publish, Ping or Signal, which wait for that goroutine. Events go through
+	// the Events channel instead, so a callback may run before the consumer of Events has had
+	// the events that preceded its frame.
+
 	// Logger receives reconnections; nil discards them.
 	Logger *slog.Logger
 }
@@ -123,6 +141,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 1024
+	}
+	if cfg.SignalTimeout <= 0 {
+		cfg.SignalTimeout = 5 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -31,31 +31,67 @@ type conn struct {
 
 // request writes frame and waits for the answer with ref.
 func (cn *conn) request(ctx context.Context, ref string, frame []byte) (answer, error) {
+	return cn.requestUntil(ctx, ref, frame, "", nil)
+}
+
+// requestUntil writes frame, then next (when given), and waits for the answer with ref, or
+// for the one with nextRef: the server answers the frames of a socket in order, so once the
+// answer to next has come, none is coming for frame. It returns the answer with ref if it came
+// first, else the one with nextRef.
+func (cn *conn) requestUntil(ctx context.Context, ref string, frame []byte, nextRef string, next []byte) (answer, error) {
 	ch := make(chan answer, 1)
+	var nextCh chan answer // nil, which never receives, without next
+	if next != nil {
+		nextCh = make(chan answer, 1)
+	}
 	cn.mu.Lock()
 	if cn.waiting == nil {
 		cn.mu.Unlock()
 		return answer{}, ErrNotConnected
 	}
 	cn.waiting[ref] = ch
+	if next != nil {
+		cn.waiting[nextRef] = nextCh
+	}
 	cn.mu.Unlock()
 	defer func() {
 		cn.mu.Lock()
 		if cn.waiting != nil {
 			delete(cn.waiting, ref)
+			if next != nil {
+				delete(cn.waiting, nextRef)
+			}
 		}
 		cn.mu.Unlock()
 	}()
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := cn.ws.Write(wctx, websocket.MessageText, frame)
-	cancel()
-	if err != nil {
-		return answer{}, ErrConnectionLost
+	for _, f := range [][]byte{frame, next} {
+		if f == nil {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := cn.ws.Write(wctx, websocket.MessageText, f)
+		cancel()
+		if err != nil {
+			return answer{}, ErrConnectionLost
+		}
 	}
 	select {
 	case a, ok := <-ch:
 		if !ok {
 			return answer{}, ErrConnectionLost
+		}
+		return a, nil
+	case a, ok := <-nextCh:
+		if !ok {
+			return answer{}, ErrConnectionLost
+		}
+		// The reader handed over the answer to frame, if any, before this one.
+		select {
+		case first, ok := <-ch:
+			if ok {
+				return first, nil
+			}
+		default:
 		}
 		return a, nil
 	case <-ctx.Done():
@@ -98,6 +134,22 @@ type serverFrame struct {
 	Message     string          `json:"message"`
 	Session     json.RawMessage `json:"session"`
 	Notice      *string         `json:"notice"`
+	// Of the ephemeral frames (PROTOCOL.md section 8): online is a list in presence and a
+	// boolean in presence-change.
+	Online json.RawMessage `json:"online"`
+	UserID int64           `json:"userId"`
+	From   int64           `json:"from"`
+	Signal struct {
+		Type string          `json:"type"`
+		Data json.RawMessage `json:"data"`
+	} `json:"signal"`
+}
+
+// knownFrames are the frame types the client acts on; it ignores every other (PROTOCOL.md
+// section 2: the protocol grows by adding frame types).
+var knownFrames = map[string]bool{
+	"session": true, "event": true, "reset": true, "ready": true, "ack": true, "error": true, "pong": true,
+	"presence": true, "presence-change": true, "signal": true,
 }
 
 // connectOnce holds one connection until it ends and returns its close code (-1 when it ended
@@ -222,19 +274,36 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 		} else if f.Type == "error" {
 			c.log.Warn("tidings: the server refused a frame", "code", f.Code, "message", f.Message)
 		}
+	default:
+		if _, err := c.presenceFrame(&f); err != nil {
+			return err
+		}
+		// Any other type is one the client does not know: ignored.
 	}
 	return nil
 }
 
 // decodeFrame decodes a server frame. Event frames, nearly all of a stream, are read by
 // parseEventFrame when they have the exact layout tidings writes; anything else, by
-// encoding/json.
+// encoding/json. A frame of a type the client does not know decodes as that type alone,
+// whatever its other fields hold: it is ignored, and must not end the connection.
 func decodeFrame(msg []byte, f *serverFrame) error {
 	if parseEventFrame(msg, f) {
 		return nil
 	}
 	*f = serverFrame{}
-	return json.Unmarshal(msg, f)
+	err := json.Unmarshal(msg, f)
+	if err == nil {
+		return nil
+	}
+	var t struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(msg, &t) == nil && !knownFrames[t.Type] {
+		*f = serverFrame{Type: t.Type}
+		return nil
+	}
+	return err
 }
 
 // parseEventFrame decodes msg into f if it is an event frame laid out as tidings writes it:
