@@ -37,7 +37,7 @@ func newCentrifugo(o options) *centrifugo {
 		header: http.Header{"X-Api-Key": {o.apiKey}}}
 }
 
-func (c *centrifugo) open(hc *http.Client, prev stream, h hooks) stream {
+func (c *centrifugo) open(hc *http.Client, _ int, prev stream, h hooks) stream {
 	s := &cfStream{srv: c, hc: hc, hooks: h, events: make(chan client.Event, 64)}
 	s.last.Store(-1)
 	if p, ok := prev.(*cfStream); ok {

@@ -127,7 +127,7 @@ func TestCentrifugoStream(t *testing.T) {
 
 	var opened, ready int
 	h := hooks{opened: func() { opened++ }, ready: func() { ready++ }}
-	first := c.open(http.DefaultClient, nil, h)
+	first := c.open(http.DefaultClient, 0, nil, h)
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); first.Run(sctx) }()
@@ -157,7 +157,7 @@ func TestCentrifugoStream(t *testing.T) {
 	<-done
 
 	// The next stream recovers from the last offset and epoch.
-	next := c.open(http.DefaultClient, first, hooks{})
+	next := c.open(http.DefaultClient, 0, first, hooks{})
 	nextDone := make(chan struct{})
 	go func() { defer close(nextDone); next.Run(ctx) }()
 	if sub := <-f.subs; sub["recover"] != true || sub["offset"] != 7.0 || sub["epoch"] != "ep" {

@@ -27,6 +27,10 @@ import (
 type summary struct {
 	Peer                string        `json:"peer,omitempty"`
 	Sockets             int           `json:"sockets"`
+	Users               int           `json:"users,omitempty"` // signed-in streams: how many users share them
+	SignedIn            int64         `json:"signedIn"`        // streams whose first session frame named an account
+	SignIn              *signInStats  `json:"signIn,omitempty"`
+	Nodes               int           `json:"nodes"`
 	Connected           int           `json:"connected"`
 	ConnectMs           quantiles     `json:"connectMs"`
 	Published           int64         `json:"published"`
@@ -44,6 +48,12 @@ type summary struct {
 	MachineCPUSeconds   float64       `json:"machineCpuSeconds"`   // every process's on the machine, these two included
 	Elapsed             time.Duration `json:"-"`
 	ElapsedSeconds      float64       `json:"elapsedSeconds"`
+}
+
+// failed reports whether the run found the server at fault: an event missing, repeated or out
+// of order.
+func (s summary) failed() bool {
+	return s.Missing > 0 || s.Duplicates > 0 || s.OutOfOrder > 0
 }
 
 type quantiles struct {
@@ -79,8 +89,9 @@ type stream interface {
 
 // server is the kind of server under load: how to open a stream to it and how to publish.
 type server interface {
-	// open returns a stream that resumes where prev left off (nil: start live).
-	open(hc *http.Client, prev stream, h hooks) stream
+	// open returns a stream to node (an index in options.urls) that resumes where prev left
+	// off (nil: start live).
+	open(hc *http.Client, node int, prev stream, h hooks) stream
 	// publish sends one event carrying data and returns its position in the streams (the event
 	// id, or the peer's offset).
 	publish(ctx context.Context, hc *http.Client, data []byte) (int64, error)
@@ -91,6 +102,14 @@ type server interface {
 // attempt) ended before the run did. Any may be nil.
 type hooks struct {
 	opened, ready, ended func()
+	// account is called, after opened, when the session frame names an account.
+	account func()
+}
+
+func (h hooks) callAccount() {
+	if h.account != nil {
+		h.account()
+	}
 }
 
 func (h hooks) callEnded() {
@@ -114,6 +133,7 @@ func (h hooks) callReady() {
 // socket is one of the N streams and what owns it.
 type socket struct {
 	hc     *http.Client
+	node   int // the index of its node in options.urls
 	s      stream
 	cancel context.CancelFunc
 	done   sync.WaitGroup // Run and consume
@@ -121,10 +141,11 @@ type socket struct {
 
 // load is one run.
 type load struct {
-	o      options
-	srv    server
-	stderr io.Writer
-	runID  string
+	o        options
+	srv      server
+	accounts []*account // the users that share the streams; none: anonymous streams
+	stderr   io.Writer
+	runID    string
 
 	latency [shards]shard
 	connect shard
@@ -133,6 +154,7 @@ type load struct {
 	publishErrors atomic.Int64
 	newest        atomic.Int64 // the highest position a publish returned
 	connected     atomic.Int64
+	signedIn      atomic.Int64
 	delivered     atomic.Int64
 	reconnects    atomic.Int64
 	perSocket     []atomic.Int64 // this run's load events each socket received
@@ -140,10 +162,10 @@ type load struct {
 	storming      *storm // guarded by stormMu: the storm in progress, for the progress line
 }
 
-func newLoad(o options, srv server, stderr io.Writer) *load {
+func newLoad(o options, srv server, accounts []*account, stderr io.Writer) *load {
 	var id [6]byte
 	rand.Read(id[:])
-	l := &load{o: o, srv: srv, stderr: stderr, runID: hex.EncodeToString(id[:]), perSocket: make([]atomic.Int64, o.sockets)}
+	l := &load{o: o, srv: srv, accounts: accounts, stderr: stderr, runID: hex.EncodeToString(id[:]), perSocket: make([]atomic.Int64, o.sockets)}
 	for i := range l.latency {
 		l.latency[i].h = newHistogram()
 	}
@@ -177,11 +199,20 @@ func (l *load) run(ctx context.Context) (summary, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		jar, _ := cookiejar.New(nil)
-		sk := &socket{hc: &http.Client{Jar: jar, Transport: transports[i%len(transports)]}}
+		var jar http.CookieJar
+		if len(l.accounts) > 0 {
+			jar = l.accounts[i%len(l.accounts)].jar // the user's streams share its session
+		} else {
+			jar, _ = cookiejar.New(nil)
+		}
+		sk := &socket{hc: &http.Client{Jar: jar, Transport: transports[i%len(transports)]}, node: i % len(l.o.urls)}
 		opened := time.Now()
-		var seen atomic.Bool
-		sk.s = l.srv.open(sk.hc, nil, hooks{ready: func() {
+		var seen, account atomic.Bool
+		sk.s = l.srv.open(sk.hc, sk.node, nil, hooks{account: func() {
+			if !account.Swap(true) {
+				l.signedIn.Add(1)
+			}
+		}, ready: func() {
 			if seen.Swap(true) {
 				l.reconnects.Add(1)
 				return
@@ -219,7 +250,7 @@ func (l *load) run(ctx context.Context) (summary, error) {
 		storm, stats = l.runStorm(ctx, sockets)
 	}
 	s := summary{
-		Sockets: l.o.sockets, Connected: int(l.connected.Load()), Published: l.published.Load(),
+		Sockets: l.o.sockets, Users: len(l.accounts), Nodes: len(l.o.urls), SignedIn: l.signedIn.Load(), Connected: int(l.connected.Load()), Published: l.published.Load(),
 		PublishErrors: l.publishErrors.Load(), Delivered: l.delivered.Load(),
 		Reconnects: l.reconnects.Load(), Storm: storm, Peer: l.o.peer,
 	}

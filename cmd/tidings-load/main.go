@@ -8,6 +8,10 @@
 // reconnects them all at once from their last ids, and reports how long each took to be
 // current (docs/performance.md, "Reconnect storm").
 //
+// With -users N the streams are signed in: N users (registered, or read from -users-file and
+// signed in) share them, each user's streams sharing its cookie jar, so that the same storm can
+// be timed with signed-in streams (which receive presence, PROTOCOL.md section 8).
+//
 // With -peer centrifugo it drives Centrifugo instead, with the same sockets, rate, data and
 // checks, for the comparison of docs/performance.md, "Against the peer" (compare.sh runs both).
 package main
@@ -37,14 +41,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tidings-load:", err)
 		os.Exit(2)
 	}
-	if s.Missing > 0 || s.Duplicates > 0 || s.OutOfOrder > 0 {
+	if s.failed() {
 		os.Exit(1)
 	}
 }
 
 // options are the command line.
 type options struct {
-	url         string
+	url         string   // the first of urls: where events are published and users signed in
+	urls        []string // every node: streams are spread over them
 	sockets     int
 	rate        float64
 	duration    time.Duration
@@ -67,23 +72,31 @@ type options struct {
 	// The peer to drive instead of tidings ("" or "centrifugo"), and its channel.
 	peer    string
 	channel string
+
+	// Signed-in streams: users share the streams; usersFile keeps them between runs;
+	// authWorkers and authSources bound and spread the registrations and logins.
+	users       int
+	usersFile   string
+	authWorkers int
+	authSources int
 }
 
 // Limits that keep a run bounded.
 const (
-	maxSockets  = 19_000 // one process holds at most about 19,990 descriptors here
-	maxDuration = time.Hour
-	maxRate     = 100_000
+	maxSockets     = 19_000 // one process holds at most about 19,990 descriptors here
+	maxDuration    = time.Hour
+	maxRate        = 100_000
+	maxAuthSources = 65_536
 )
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("tidings-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "the server's base URL")
+	urls := fs.String("url", "http://127.0.0.1:8080", "the server's base URL, or several nodes' comma-separated: streams are spread over them; events are published and users signed in through the first")
 	fs.IntVar(&o.sockets, "sockets", 100, "streams to open (at most 19,000 per process)")
-	fs.Float64Var(&o.rate, "rate", 10, "events published per second")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to publish")
+	fs.Float64Var(&o.rate, "rate", 10, "events published per second (with -presence: actions per second)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to publish (with -presence: to act)")
 	fs.StringVar(&o.apiKey, "api-key", os.Getenv("TIDINGS_API_KEY"), "bearer key of POST /api/publish")
 	fs.Float64Var(&o.ramp, "ramp", 2000, "streams opened per second")
 	fs.DurationVar(&o.settle, "settle", 10*time.Second, "how long to wait for the last deliveries")
@@ -97,9 +110,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.stormWait, "storm-wait", 30*time.Second, "how long to wait for every reconnected socket to be current")
 	fs.StringVar(&o.peer, "peer", "", `drive a peer server instead of tidings: "centrifugo" (-url is its HTTP address, -api-key its HTTP API key)`)
 	fs.StringVar(&o.channel, "channel", "load:bench", "the peer's channel (in a namespace with history and recovery)")
+	fs.IntVar(&o.users, "users", 0, "sign the streams in: this many users share them (each -sockets/-users streams with one cookie jar); 0: anonymous streams")
+	fs.StringVar(&o.usersFile, "users-file", "", "keep the users created (names and their password) in this file, and sign in those it holds instead of registering them again")
+	fs.IntVar(&o.authWorkers, "auth-workers", 16, "registrations and logins at once")
+	fs.IntVar(&o.authSources, "auth-sources", 0, "loopback source addresses (127.77.x.y) to spread registrations and logins over, for the server's per-address limits; 0: one per 10 users, against a loopback server")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	var err error
 	switch {
 	case o.sockets < 1 || o.sockets > maxSockets:
 		return o, fmt.Errorf("-sockets %d: want 1 to %d (run several processes for more)", o.sockets, maxSockets)
@@ -115,13 +133,26 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-storm-away %v, -storm-wait %v: want 0 to %v, more than 0 to %v", o.stormAway, o.stormWait, maxDuration, maxDuration)
 	case o.peer != "" && o.peer != "centrifugo":
 		return o, fmt.Errorf("-peer %q: want centrifugo or nothing", o.peer)
+	case o.users < 0 || o.users > o.sockets:
+		return o, fmt.Errorf("-users %d: want 0 to -sockets (%d): each user holds at least one stream", o.users, o.sockets)
+	case o.usersFile != "" && o.users == 0:
+		return o, errors.New("-users-file needs -users")
+	case o.authWorkers < 1 || o.authWorkers > 1024:
+		return o, fmt.Errorf("-auth-workers %d: want 1 to 1024", o.authWorkers)
+	case o.authSources < 0 || o.authSources > maxAuthSources:
+		return o, fmt.Errorf("-auth-sources %d: want 0 to %d", o.authSources, maxAuthSources)
+	case o.peer != "" && o.users > 0:
+		return o, errors.New("-users drives tidings only, not a -peer")
 	}
-	u, err := url.Parse(o.url)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return o, fmt.Errorf("-url %q: want http(s)://host:port", o.url)
+	if o.urls, err = parseURLs("-url", *urls, o.allowRemote); err != nil {
+		return o, err
 	}
-	if !o.allowRemote && !isLoopback(u.Hostname()) {
-		return o, fmt.Errorf("-url %q is not a loopback address; load tests stay on this machine unless -allow-remote", o.url)
+	if len(o.urls) == 0 {
+		return o, errors.New("-url: want at least one http(s)://host:port")
+	}
+	o.url = o.urls[0]
+	if o.peer != "" && len(o.urls) > 1 {
+		return o, errors.New("-url: one address for a -peer")
 	}
 	for s := range strings.SplitSeq(*sources, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -132,6 +163,26 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// parseURLs reads a comma-separated list of http(s) addresses, each on a loopback address
+// unless allowRemote.
+func parseURLs(flagName, list string, allowRemote bool) ([]string, error) {
+	var out []string
+	for s := range strings.SplitSeq(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%s %q: want http(s)://host:port", flagName, s)
+		}
+		if !allowRemote && !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("%s %q is not a loopback address; load tests stay on this machine unless -allow-remote", flagName, s)
+		}
+		out = append(out, strings.TrimRight(s, "/"))
+	}
+	return out, nil
 }
 
 func isLoopback(host string) bool {
@@ -162,14 +213,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 		}
 		defer pprof.StopCPUProfile()
 	}
+	var accounts []*account
+	var signedIn *signInStats
+	if o.users > 0 {
+		if accounts, signedIn, err = signIn(ctx, o, stderr); err != nil {
+			return summary{}, err
+		}
+	}
 	var srv server = newTidings(o)
 	if o.peer == "centrifugo" {
 		srv = newCentrifugo(o)
 	}
-	s, err := newLoad(o, srv, stderr).run(ctx)
+	s, err := newLoad(o, srv, accounts, stderr).run(ctx)
 	if err != nil {
 		return s, err
 	}
+	s.SignIn = signedIn
 	b, _ := json.Marshal(s)
 	fmt.Fprintln(stdout, string(b))
 	return s, nil

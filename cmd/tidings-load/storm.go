@@ -122,7 +122,7 @@ func (l *load) runStorm(ctx context.Context, sockets []*socket) (*stormSummary, 
 	}
 	for i, sk := range sockets {
 		var seen atomic.Bool
-		sk.s = l.srv.open(sk.hc, sk.s, hooks{
+		sk.s = l.srv.open(sk.hc, sk.node, sk.s, hooks{
 			opened: func() { st.opened(i) },
 			ended:  func() { st.ended.Add(1) },
 			ready: func() {

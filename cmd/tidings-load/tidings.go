@@ -16,17 +16,23 @@ import (
 // tidings is the server under test: streams are the Go client, publishes go through POST
 // /api/publish (PROTOCOL.md sections 2 and 3).
 type tidings struct {
-	url    string
+	url    string      // the node that publishes
+	urls   []string    // every node
 	header http.Header // the bearer key
 }
 
 func newTidings(o options) *tidings {
-	return &tidings{url: strings.TrimRight(o.url, "/"), header: http.Header{"Authorization": {"Bearer " + o.apiKey}}}
+	return &tidings{url: o.url, urls: o.urls, header: http.Header{"Authorization": {"Bearer " + o.apiKey}}}
 }
 
-func (t *tidings) open(hc *http.Client, prev stream, h hooks) stream {
-	cfg := client.Config{URL: t.url, HTTPClient: hc, Buffer: 64,
-		OnSession: func(client.Session) { h.callOpened() }, OnReady: func(int64) { h.callReady() },
+func (t *tidings) open(hc *http.Client, node int, prev stream, h hooks) stream {
+	cfg := client.Config{URL: t.urls[node], HTTPClient: hc, Buffer: 64,
+		OnSession: func(s client.Session) {
+			h.callOpened()
+			if hasAccount(s) {
+				h.callAccount()
+			}
+		}, OnReady: func(int64) { h.callReady() },
 		OnClose: func(int, string) { h.callEnded() }}
 	if c, ok := prev.(*client.Client); ok {
 		if last := c.LastEventID(); last >= 0 {
@@ -34,6 +40,14 @@ func (t *tidings) open(hc *http.Client, prev stream, h hooks) stream {
 		}
 	}
 	return client.New(cfg)
+}
+
+// hasAccount reports whether a session frame names an account.
+func hasAccount(s client.Session) bool {
+	var session struct {
+		Account json.RawMessage `json:"account"`
+	}
+	return json.Unmarshal(s.Session, &session) == nil && len(session.Account) > 0 && string(session.Account) != "null"
 }
 
 func (t *tidings) publish(ctx context.Context, hc *http.Client, data []byte) (int64, error) {
@@ -50,24 +64,43 @@ func (t *tidings) publish(ctx context.Context, hc *http.Client, data []byte) (in
 	return answer.IDs[0], nil
 }
 
-// replayed reads the node's counts of events sent during replays, by source ("cache",
-// "table"), from GET /metrics.
+// replayed reads the nodes' counts of events sent during replays, by source ("cache",
+// "table"), from GET /metrics, summed over the nodes.
 func (t *tidings) replayed(ctx context.Context) (map[string]int64, error) {
+	sum := map[string]int64{}
+	for _, u := range t.urls {
+		var m map[string]int64
+		err := scrape(ctx, u+"/metrics", func(sc *bufio.Scanner) (err error) {
+			m, err = parseReplayed(sc)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range m {
+			sum[k] += v
+		}
+	}
+	return sum, nil
+}
+
+// scrape reads a Prometheus text page with parse.
+func scrape(ctx context.Context, url string, parse func(*bufio.Scanner) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", t.url+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("metrics: %s", resp.Status)
+		return fmt.Errorf("metrics: %s: %s", url, resp.Status)
 	}
-	return parseReplayed(bufio.NewScanner(resp.Body))
+	return parse(bufio.NewScanner(resp.Body))
 }
 
 // parseReplayed picks tidings_events_replayed_total{source="…"} out of Prometheus' text format.
