@@ -25,35 +25,39 @@ import (
 
 // summary is the last line of a run (PROTOCOL.md section 7, plus what a load test also wants).
 type summary struct {
-	Peer                string        `json:"peer,omitempty"`
-	Sockets             int           `json:"sockets"`
-	Users               int           `json:"users,omitempty"` // signed-in streams: how many users share them
-	SignedIn            int64         `json:"signedIn"`        // streams whose first session frame named an account
-	SignIn              *signInStats  `json:"signIn,omitempty"`
-	Nodes               int           `json:"nodes"`
-	Connected           int           `json:"connected"`
-	ConnectMs           quantiles     `json:"connectMs"`
-	Published           int64         `json:"published"`
-	PublishErrors       int64         `json:"publishErrors"`
-	Delivered           int64         `json:"delivered"`
-	Missing             int64         `json:"missing"`
-	Duplicates          int64         `json:"duplicates"`
-	OutOfOrder          int64         `json:"outOfOrder"`
-	Reconnects          int64         `json:"reconnects"`
-	DeliveriesPerSecond float64       `json:"deliveriesPerSecond"`
-	LatencyMs           quantiles     `json:"latencyMs"`
-	Storm               *stormSummary `json:"storm,omitempty"`
-	Server              *serverUsage  `json:"server,omitempty"`
-	GeneratorCPUSeconds float64       `json:"generatorCpuSeconds"` // this process's own, on the same machine
-	MachineCPUSeconds   float64       `json:"machineCpuSeconds"`   // every process's on the machine, these two included
-	Elapsed             time.Duration `json:"-"`
-	ElapsedSeconds      float64       `json:"elapsedSeconds"`
+	Peer                string           `json:"peer,omitempty"`
+	Sockets             int              `json:"sockets"`
+	Users               int              `json:"users,omitempty"` // signed-in streams: how many users share them
+	SignedIn            int64            `json:"signedIn"`        // streams whose first session frame named an account
+	SignIn              *signInStats     `json:"signIn,omitempty"`
+	Nodes               int              `json:"nodes"`
+	Connected           int              `json:"connected"`
+	ConnectMs           quantiles        `json:"connectMs"`
+	Published           int64            `json:"published"`
+	PublishErrors       int64            `json:"publishErrors"`
+	Delivered           int64            `json:"delivered"`
+	Missing             int64            `json:"missing"`
+	Duplicates          int64            `json:"duplicates"`
+	OutOfOrder          int64            `json:"outOfOrder"`
+	Reconnects          int64            `json:"reconnects"`
+	DeliveriesPerSecond float64          `json:"deliveriesPerSecond"`
+	LatencyMs           quantiles        `json:"latencyMs"`
+	Storm               *stormSummary    `json:"storm,omitempty"`
+	Presence            *presenceSummary `json:"presence,omitempty"`
+	Server              *serverUsage     `json:"server,omitempty"`
+	GeneratorCPUSeconds float64          `json:"generatorCpuSeconds"` // this process's own, on the same machine
+	MachineCPUSeconds   float64          `json:"machineCpuSeconds"`   // every process's on the machine, these two included
+	Elapsed             time.Duration    `json:"-"`
+	ElapsedSeconds      float64          `json:"elapsedSeconds"`
 }
 
 // failed reports whether the run found the server at fault: an event missing, repeated or out
-// of order.
+// of order, or in a presence run a flap, a missed signal or a missed presence change.
 func (s summary) failed() bool {
-	return s.Missing > 0 || s.Duplicates > 0 || s.OutOfOrder > 0
+	if s.Missing > 0 || s.Duplicates > 0 || s.OutOfOrder > 0 {
+		return true
+	}
+	return s.Presence != nil && s.Presence.failed()
 }
 
 type quantiles struct {

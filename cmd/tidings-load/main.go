@@ -12,6 +12,12 @@
 // signed in) share them, each user's streams sharing its cookie jar, so that the same storm can
 // be timed with signed-in streams (which receive presence, PROTOCOL.md section 8).
 //
+// With -presence it measures presence and signals instead of events: N users over the
+// streams, on one or more nodes (-url a,b,c), then -rate actions per second for -duration
+// (joins, leaves, typing signals), reporting the time from each action to its arrival at every
+// other stream, what went missing, the flaps, and the PostgreSQL writes and notifications it
+// cost (docs/performance.md, "Presence"). It exits 1 on a flap or a missed signal or change.
+//
 // With -peer centrifugo it drives Centrifugo instead, with the same sockets, rate, data and
 // checks, for the comparison of docs/performance.md, "Against the peer" (compare.sh runs both).
 package main
@@ -79,6 +85,12 @@ type options struct {
 	usersFile   string
 	authWorkers int
 	authSources int
+
+	// The presence run: actions at rate for duration; presenceGrace is the server's
+	// TIDINGS_PRESENCE_GRACE; metricsURLs are where the PostgreSQL costs are read.
+	presence      bool
+	presenceGrace time.Duration
+	metricsURLs   []string
 }
 
 // Limits that keep a run bounded.
@@ -112,8 +124,11 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.channel, "channel", "load:bench", "the peer's channel (in a namespace with history and recovery)")
 	fs.IntVar(&o.users, "users", 0, "sign the streams in: this many users share them (each -sockets/-users streams with one cookie jar); 0: anonymous streams")
 	fs.StringVar(&o.usersFile, "users-file", "", "keep the users created (names and their password) in this file, and sign in those it holds instead of registering them again")
-	fs.IntVar(&o.authWorkers, "auth-workers", 16, "registrations and logins at once")
+	fs.IntVar(&o.authWorkers, "auth-workers", 0, "registrations and logins at once (default 4 per node: a node hashes a few passwords at once and refuses more with 503)")
 	fs.IntVar(&o.authSources, "auth-sources", 0, "loopback source addresses (127.77.x.y) to spread registrations and logins over, for the server's per-address limits; 0: one per 10 users, against a loopback server")
+	fs.BoolVar(&o.presence, "presence", false, "measure presence and signals (needs -users): joins, leaves and typing signals at -rate per second for -duration; with -storm every stream also reconnects at once mid-run")
+	fs.DurationVar(&o.presenceGrace, "presence-grace", 5*time.Second, "the server's TIDINGS_PRESENCE_GRACE: a leave is timed from the end of the grace")
+	metricsURLs := fs.String("metrics-url", "", "comma-separated /metrics addresses for the presence run's PostgreSQL costs (default: each -url's /metrics)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -137,12 +152,18 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-users %d: want 0 to -sockets (%d): each user holds at least one stream", o.users, o.sockets)
 	case o.usersFile != "" && o.users == 0:
 		return o, errors.New("-users-file needs -users")
-	case o.authWorkers < 1 || o.authWorkers > 1024:
-		return o, fmt.Errorf("-auth-workers %d: want 1 to 1024", o.authWorkers)
+	case o.authWorkers < 0 || o.authWorkers > 1024:
+		return o, fmt.Errorf("-auth-workers %d: want 1 to 1024 (0: 4 per node)", o.authWorkers)
 	case o.authSources < 0 || o.authSources > maxAuthSources:
 		return o, fmt.Errorf("-auth-sources %d: want 0 to %d", o.authSources, maxAuthSources)
-	case o.peer != "" && o.users > 0:
-		return o, errors.New("-users drives tidings only, not a -peer")
+	case o.presence && o.users < 2:
+		return o, errors.New("-presence needs -users, at least 2: the users watch each other")
+	case o.presenceGrace <= 0 || o.presenceGrace > maxDuration:
+		return o, fmt.Errorf("-presence-grace %v: want more than 0, at most %v", o.presenceGrace, maxDuration)
+	case o.presence && o.storm && o.stormAway >= o.presenceGrace:
+		return o, fmt.Errorf("-storm-away %v: want less than -presence-grace (%v), or the users go offline", o.stormAway, o.presenceGrace)
+	case o.peer != "" && (o.users > 0 || o.presence):
+		return o, errors.New("-users and -presence drive tidings only, not a -peer")
 	}
 	if o.urls, err = parseURLs("-url", *urls, o.allowRemote); err != nil {
 		return o, err
@@ -151,8 +172,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-url: want at least one http(s)://host:port")
 	}
 	o.url = o.urls[0]
+	if o.authWorkers == 0 {
+		o.authWorkers = min(1024, 4*len(o.urls))
+	}
 	if o.peer != "" && len(o.urls) > 1 {
 		return o, errors.New("-url: one address for a -peer")
+	}
+	if o.metricsURLs, err = parseURLs("-metrics-url", *metricsURLs, o.allowRemote); err != nil {
+		return o, err
 	}
 	for s := range strings.SplitSeq(*sources, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -199,7 +226,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 	if err != nil {
 		return summary{}, err
 	}
-	if o.apiKey == "" {
+	if o.apiKey == "" && !o.presence {
 		return summary{}, errors.New("an API key is needed to publish (-api-key or TIDINGS_API_KEY)")
 	}
 	if o.cpuProfile != "" {
@@ -220,11 +247,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (summary,
 			return summary{}, err
 		}
 	}
-	var srv server = newTidings(o)
-	if o.peer == "centrifugo" {
-		srv = newCentrifugo(o)
+	var s summary
+	if o.presence {
+		s, err = newPresenceRun(o, accounts, stderr).run(ctx)
+	} else {
+		var srv server = newTidings(o)
+		if o.peer == "centrifugo" {
+			srv = newCentrifugo(o)
+		}
+		s, err = newLoad(o, srv, accounts, stderr).run(ctx)
 	}
-	s, err := newLoad(o, srv, accounts, stderr).run(ctx)
 	if err != nil {
 		return s, err
 	}

@@ -81,9 +81,11 @@ func TestOptionsAreBounded(t *testing.T) {
 		{"-url", "http://10.1.2.3:8080"}, {"-url", "ftp://127.0.0.1"}, {"-sources", "not-an-ip"},
 		{"-storm-events", "0"}, {"-storm-wait", "0s"}, {"-peer", "nats"},
 		{"-users", "101", "-sockets", "100"}, {"-users", "-1"}, {"-users-file", "u.json"},
-		{"-url", "http://127.0.0.1:1,http://10.1.2.3:2"}, {"-url", ","},
+		{"-presence"}, {"-presence", "-users", "1"}, {"-presence-grace", "0s"},
+		{"-presence", "-users", "2", "-storm", "-storm-away", "5s"},
+		{"-url", "http://127.0.0.1:1,http://10.1.2.3:2"}, {"-url", ","}, {"-metrics-url", "http://10.0.0.1/metrics"},
 		{"-peer", "centrifugo", "-users", "2"}, {"-peer", "centrifugo", "-url", "http://127.0.0.1:1,http://127.0.0.1:2"},
-		{"-auth-workers", "0"}, {"-auth-sources", "70000"},
+		{"-auth-workers", "-1"}, {"-auth-sources", "70000"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {
 			t.Errorf("%v: accepted", args)
@@ -92,8 +94,10 @@ func TestOptionsAreBounded(t *testing.T) {
 	if o, err := parseOptions([]string{"-url", "http://localhost:9", "-sources", "127.0.0.2, 127.0.0.3"}, io.Discard); err != nil || len(o.sources) != 2 {
 		t.Fatalf("got %+v, %v", o, err)
 	}
-	o, err := parseOptions([]string{"-url", "http://127.0.0.1:1/, http://127.0.0.1:2", "-users", "3"}, io.Discard)
-	if err != nil || len(o.urls) != 2 || o.url != "http://127.0.0.1:1" || o.users != 3 {
+	o, err := parseOptions([]string{"-url", "http://127.0.0.1:1/, http://127.0.0.1:2", "-presence", "-users", "3",
+		"-presence-grace", "2s", "-metrics-url", "http://127.0.0.1:9/metrics", "-storm", "-storm-away", "1s"}, io.Discard)
+	if err != nil || len(o.urls) != 2 || o.url != "http://127.0.0.1:1" || !o.presence || o.users != 3 ||
+		o.presenceGrace != 2*time.Second || len(o.metricsURLs) != 1 {
 		t.Fatalf("got %+v, %v", o, err)
 	}
 }

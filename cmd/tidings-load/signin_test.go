@@ -122,3 +122,14 @@ func TestStreamsOverTwoNodes(t *testing.T) {
 			s.Nodes, s.Connected, s.SignedIn, s.Delivered, s.Published, s.Missing)
 	}
 }
+
+// TestPresenceNeedsAServerWithPresence: against a node without presence, -presence signs its
+// users in, opens their streams, and stops with an error that says what is missing.
+func TestPresenceNeedsAServerWithPresence(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	_, err := run(context.Background(), []string{"-url", n.URL, "-presence", "-users", "3", "-sockets", "6", "-duration", "1s"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "no presence frame") {
+		t.Fatalf("got %v, want an error about the missing presence frames", err)
+	}
+}
