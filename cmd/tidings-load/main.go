@@ -16,7 +16,8 @@
 // streams, on one or more nodes (-url a,b,c), then -rate actions per second for -duration
 // (joins, leaves, typing signals), reporting the time from each action to its arrival at every
 // other stream, what went missing, the flaps, and the PostgreSQL writes and notifications it
-// cost (docs/performance.md, "Presence and signals"). It exits 1 on a flap or a missed signal or change.
+// cost (docs/performance.md, "Presence and signals"). It exits 1 on a flap, a missed signal
+// or a missed change.
 //
 // With -peer centrifugo it drives Centrifugo instead, with the same sockets, rate, data and
 // checks, for the comparison of docs/performance.md, "Against the peer" (compare.sh runs both).

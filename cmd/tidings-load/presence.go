@@ -175,7 +175,8 @@ func (r *presenceRun) newStream(u, node int) *pstream {
 		hc: &http.Client{Jar: r.accounts[u].jar, Transport: r.transports[idx%len(r.transports)]}}
 }
 
-// start runs ps's client (resuming after prev's last event, if any) until stop.
+// start runs ps's client (resuming after prev's last event, if any) until ps.cancel; ps.done
+// then waits for it.
 func (r *presenceRun) start(ps *pstream, prev *client.Client) {
 	cfg := client.Config{URL: r.o.urls[ps.node], HTTPClient: ps.hc, Buffer: 64,
 		OnPresence: ps.presenceFrame, OnPresenceChange: ps.presenceChange, OnSignal: ps.signal,
@@ -199,11 +200,6 @@ func (r *presenceRun) start(ps *pstream, prev *client.Client) {
 		for range c.Events() { // events are not what this run measures
 		}
 	})
-}
-
-func (ps *pstream) stop() {
-	ps.cancel()
-	ps.done.Wait()
 }
 
 // track hands an expectation to the checker.
