@@ -162,7 +162,10 @@ func (r *presenceRun) record(kind, idx int, d time.Duration) {
 func (r *presenceRun) quantiles(kind int) quantiles {
 	h := newHistogram()
 	for i := range r.times[kind] {
-		h.Merge(r.times[kind][i].h)
+		sh := &r.times[kind][i]
+		sh.mu.Lock()
+		h.Merge(sh.h) // the streams still run: a late arrival may be recorded meanwhile
+		sh.mu.Unlock()
 	}
 	return quantilesOf(h)
 }
