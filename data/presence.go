@@ -21,6 +21,7 @@
 // does not match. The signature does not hide a payload (any role may LISTEN) and does not stop
 // a payload seen once from being sent again: receivers order a node's writes by seq, and the
 // tables stay the truth (Nodes).
+
 package data
 
 import (
@@ -68,7 +69,8 @@ const (
 )
 
 // Presence reads and writes the presence tables and sends and receives the signed
-// notifications of the ephemeral channels. It is safe for concurrent use.
+// notifications of the ephemeral channels (the tables, the payloads and their signature are
+// described at the top of data/presence.go). It is safe for concurrent use.
 type Presence struct {
 	// Set at construction, never changed.
 	pool *pgxpool.Pool
