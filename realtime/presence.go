@@ -473,10 +473,9 @@ func (p *Presence) apply(m *data.PresenceMessage) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(m.Gone) > 0 {
-		for _, id := range m.Gone {
-			p.dropNodeLocked(id) // never this node: its next beat writes its set again
-		}
-		return true
+		// Read what is left from the tables rather than believe the message: a signed one can be
+		// sent again by any role that may LISTEN, to take a live node out of the views.
+		return false
 	}
 	if m.Node == p.node {
 		return true // this node's own write: in the view already
