@@ -116,6 +116,7 @@ type pageState struct {
 	Notice      *string        `json:"notice"`
 	Users       []auth.ApiUser `json:"users"`
 	Messages    []pageEvent    `json:"messages"`
+	Online      []int64        `json:"online"`
 }
 
 // pageEvent is an event as an event frame carries it: {"id":57,"event":{"type","data","time"}}.
@@ -219,7 +220,7 @@ func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, 
 	body := newSessionBody(res)
 	state := pageState{
 		LastEventID: mark, Session: body.Session, Notice: body.Notice,
-		Users: []auth.ApiUser{}, Messages: []pageEvent{},
+		Users: []auth.ApiUser{}, Messages: []pageEvent{}, Online: []int64{},
 	}
 	sess := res.Session
 	if sess == nil {
@@ -230,6 +231,9 @@ func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, 
 		return pageState{}, err
 	}
 	state.Users = apiUsers(users)
+	if state.Online, err = h.online(ctx); err != nil {
+		return pageState{}, err
+	}
 	viewer := viewerOf(sess)
 	// Messages up to the watermark: the stream, opened from it, brings every later one.
 	evs, err := data.RecentEvents(ctx, h.deps.Pool, "message", mark, pageMessages, viewer.CanSee)
