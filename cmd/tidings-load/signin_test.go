@@ -19,11 +19,15 @@ import (
 )
 
 // startNode starts a tidings node in development mode (its session cookie goes over plain
-// http) that takes publishes with load-key.
-func startNode(t *testing.T) *webtest.Node {
+// http) that takes publishes with load-key, with presence (PROTOCOL.md section 8) or without.
+func startNode(t *testing.T, presence bool) *webtest.Node {
 	t.Helper()
-	n, err := webtest.Start(datatest.NewPool(t), webtest.Options{Hub: realtime.HubConfig{Poll: time.Second},
-		Web: web.Config{APIKey: "load-key", Dev: true}, Metrics: prometheus.NewRegistry()})
+	o := webtest.Options{Hub: realtime.HubConfig{Poll: time.Second},
+		Web: web.Config{APIKey: "load-key", Dev: true}, Metrics: prometheus.NewRegistry()}
+	if presence {
+		o.Presence = &realtime.PresenceConfig{}
+	}
+	n, err := webtest.Start(datatest.NewPool(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,10 +55,11 @@ func runLoad(t *testing.T, args ...string) summary {
 // TestSignedInStorm: -users signs the storm's streams in, users sharing them; the users are
 // registered once, kept in -users-file, and only signed in by the next run, which registers
 // just the users it lacks. Nothing is missing, repeated or out of order, before or after the
-// storm, and every stream's session names its user.
+// storm, and every stream's session names its user. The node has presence: its presence
+// frames between the events change nothing for the run.
 func TestSignedInStorm(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	n := startNode(t, true)
 	file := filepath.Join(t.TempDir(), "users.json")
 	args := func(users string) []string {
 		return []string{"-url", n.URL, "-sockets", "40", "-users", users, "-users-file", file, "-rate", "50", "-duration", "1s",
@@ -91,13 +96,13 @@ func TestSignedInStorm(t *testing.T) {
 // (one per 10 users), 40 never meet the limit.
 func TestSignInWaitsOutTheRegisterLimit(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	n := startNode(t, false)
 	s := runLoad(t, "-url", n.URL, "-sockets", "21", "-users", "21", "-auth-sources", "1", "-rate", "10", "-duration", "100ms",
 		"-api-key", "load-key")
 	if si := s.SignIn; si == nil || si.Registered != 21 || si.Retries < 1 || si.Sources != 1 || s.SignedIn != 21 {
 		t.Fatalf("one address: got sign-in %+v, %d streams signed in; want 21 registered after a retry, 21 streams", si, s.SignedIn)
 	}
-	fresh := startNode(t) // whose limits no address has used yet
+	fresh := startNode(t, false) // whose limits no address has used yet
 	s = runLoad(t, "-url", fresh.URL, "-sockets", "40", "-users", "40", "-rate", "10", "-duration", "100ms", "-api-key", "load-key")
 	if si := s.SignIn; si == nil || si.Registered != 40 || si.Retries != 0 || si.Sources != 4 || s.SignedIn != 40 {
 		t.Fatalf("spread: got sign-in %+v, %d streams signed in; want 40 registered from 4 addresses without a retry", si, s.SignedIn)
@@ -108,7 +113,7 @@ func TestSignInWaitsOutTheRegisterLimit(t *testing.T) {
 // gets every event published through the first.
 func TestStreamsOverTwoNodes(t *testing.T) {
 	t.Parallel()
-	a := startNode(t)
+	a := startNode(t, false)
 	b, err := webtest.Start(a.Pool, webtest.Options{Hub: realtime.HubConfig{Poll: time.Second},
 		Web: web.Config{APIKey: "load-key", Dev: true}, Metrics: prometheus.NewRegistry()})
 	if err != nil {
@@ -127,7 +132,7 @@ func TestStreamsOverTwoNodes(t *testing.T) {
 // users in, opens their streams, and stops with an error that says what is missing.
 func TestPresenceNeedsAServerWithPresence(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	n := startNode(t, false)
 	_, err := run(context.Background(), []string{"-url", n.URL, "-presence", "-users", "3", "-sockets", "6", "-duration", "1s"}, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "no presence frame") {
 		t.Fatalf("got %v, want an error about the missing presence frames", err)
