@@ -47,8 +47,11 @@ type presenceSummary struct {
 	MissedSignals int64 `json:"missedSignals"`
 	LateChanges   int64 `json:"lateChanges"`
 	LateSignals   int64 `json:"lateSignals"`
-	// UnexpectedSignals came when none was awaited from their sender (or were not typing).
+	// UnexpectedSignals came when none was awaited from their sender (or were not typing);
+	// SignalsInFlight came to a stream that connected while a signal of their sender was on
+	// its way (a signal carries no id: such a stream awaits none of those, and may get them).
 	UnexpectedSignals int64 `json:"unexpectedSignals"`
+	SignalsInFlight   int64 `json:"signalsInFlight"`
 	// Flaps are presence-changes that the generator did not cause: a user whose state it did
 	// not change, a repeat of what the stream was told, any change during the storm.
 	Flaps int64 `json:"flaps"`
@@ -97,6 +100,33 @@ type puser struct {
 	cur     atomic.Pointer[change] // the user's last change: what the generator made of it
 	busy    atomic.Bool            // an action of the user is in flight
 	streams []*pstream             // owned by the user's action, or by the setup or the storm while no action runs
+
+	mu   sync.Mutex
+	sent []time.Time // guarded by mu: when the user's signals were sent, the last arrivalDeadline's
+}
+
+// sending notes that the user sends a signal at t.
+func (pu *puser) sending(t time.Time) {
+	pu.mu.Lock()
+	defer pu.mu.Unlock()
+	i := 0
+	for i < len(pu.sent) && t.Sub(pu.sent[i]) > arrivalDeadline {
+		i++
+	}
+	pu.sent = append(pu.sent[i:], t)
+}
+
+// sentBefore reports whether the user sent a signal within arrivalDeadline before t: one that
+// may still have been on its way then.
+func (pu *puser) sentBefore(t time.Time) bool {
+	pu.mu.Lock()
+	defer pu.mu.Unlock()
+	for _, s := range pu.sent {
+		if s.Before(t) && t.Sub(s) <= arrivalDeadline {
+			return true
+		}
+	}
+	return false
 }
 
 // presenceRun is one -presence run.
@@ -127,6 +157,7 @@ type presenceRun struct {
 	joins, leaves, signals, signalsRefused, signalErrors   atomic.Int64
 	changesSeen, signalsSeen, missedChanges, missedSignals atomic.Int64
 	lateChanges, lateSignals, unexpectedSignals            atomic.Int64
+	signalsInFlight                                        atomic.Int64
 	flaps, stormFlaps, earlyOffline, otherChanges, ended   atomic.Int64
 	signedIn                                               atomic.Int64 // streams whose session frame named an account
 }
@@ -306,7 +337,7 @@ func (r *presenceRun) run(ctx context.Context) (summary, error) {
 		ChangesSeen: r.changesSeen.Load(), SignalsSeen: r.signalsSeen.Load(),
 		MissedChanges: r.missedChanges.Load(), MissedSignals: r.missedSignals.Load(),
 		LateChanges: r.lateChanges.Load(), LateSignals: r.lateSignals.Load(),
-		UnexpectedSignals: r.unexpectedSignals.Load(), Flaps: r.flaps.Load(),
+		UnexpectedSignals: r.unexpectedSignals.Load(), SignalsInFlight: r.signalsInFlight.Load(), Flaps: r.flaps.Load(),
 		EarlyOffline: r.earlyOffline.Load(), OtherChanges: r.otherChanges.Load(),
 		Reconnects: r.ended.Load(), Storm: storm, Postgres: costs,
 	}

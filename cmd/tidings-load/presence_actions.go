@@ -142,6 +142,7 @@ func (r *presenceRun) signal(ctx context.Context, u int) {
 	pu := r.users[u]
 	ps := pu.streams[rand.N(len(pu.streams))]
 	s := &sig{from: u}
+	pu.sending(time.Now()) // before any stream can find it on its way
 	for _, w := range r.watcherList() {
 		w.awaitSignal(s)
 	}

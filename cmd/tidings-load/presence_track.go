@@ -112,6 +112,7 @@ type pstream struct {
 	mu      sync.Mutex
 	gone    bool            // guarded by mu: its user left; it no longer watches
 	live    bool            // guarded by mu: connected, since its last presence frame
+	liveAt  time.Time       // guarded by mu: when that frame came
 	watched bool            // guarded by mu: it is among the run's watchers
 	view    []bool          // guarded by mu: by user index, online as far as it was told
 	online  int             // guarded by mu: the trues in view
@@ -132,7 +133,7 @@ func (ps *pstream) presenceFrame(online []int64) {
 		ps.mu.Unlock()
 		return
 	}
-	ps.live = true
+	ps.live, ps.liveAt = true, time.Now()
 	clear(ps.view)
 	ps.online = 0
 	for _, id := range online {
@@ -255,9 +256,12 @@ func (ps *pstream) signal(s client.Signal) {
 	}
 	if len(q) == 0 {
 		delete(ps.sigs, u)
-		if skipped {
+		switch {
+		case skipped:
 			r.lateSignals.Add(1)
-		} else {
+		case r.users[u].sentBefore(ps.liveAt):
+			r.signalsInFlight.Add(1) // sent before the stream watched, or taken for one that was
+		default:
 			r.unexpectedSignals.Add(1)
 		}
 		return

@@ -95,6 +95,7 @@ func TestTrackerCountsMissedAndLate(t *testing.T) {
 	now := time.Now()
 	send := func(from int) *sig {
 		s := &sig{from: from}
+		r.users[from].sending(time.Now())
 		for _, w := range r.watcherList() {
 			w.awaitSignal(s)
 		}
@@ -122,6 +123,20 @@ func TestTrackerCountsMissedAndLate(t *testing.T) {
 	if r.signalsSeen.Load() != 1 || r.unexpectedSignals.Load() != 2 {
 		t.Fatalf("got %d seen, %d unexpected; want 1, 2", r.signalsSeen.Load(), r.unexpectedSignals.Load())
 	}
+
+	// A stream that starts watching while a signal is on its way does not await it, and may
+	// get it: not unexpected.
+	inFlight := send(1)
+	late := r.newStream(2, 0)
+	time.Sleep(time.Millisecond) // its presence frame comes after the send, on any clock
+	late.presenceFrame([]int64{11, 12, 13})
+	ps.signal(typing)
+	late.signal(typing)
+	if !inFlight.settled() || r.signalsSeen.Load() != 2 || r.signalsInFlight.Load() != 1 || r.unexpectedSignals.Load() != 2 {
+		t.Fatalf("a signal on its way: got %d seen, %d in flight, %d unexpected; want 2, 1, 2",
+			r.signalsSeen.Load(), r.signalsInFlight.Load(), r.unexpectedSignals.Load())
+	}
+	late.leave()
 
 	act(r, 1, false, now)
 	if n := r.check(now.Add(arrivalDeadline + time.Millisecond)); n != 0 || r.missedChanges.Load() != 1 {
