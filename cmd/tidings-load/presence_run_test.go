@@ -36,7 +36,14 @@ func TestPresenceRun(t *testing.T) {
 		defer n.Stop()
 		urls = append(urls, n.URL)
 	}
-	s := runLoad(t, "-presence", "-url", urls[0]+","+urls[1], "-users", "4", "-sockets", "8", "-rate", "10", "-duration", "3s",
+	keys := []string{"sockets", "users", "nodes", "connected"}
+	for _, k := range []string{"joinMs", "leaveMs", "signalMs", "missedChanges", "missedSignals", "flaps", "storm", "postgres"} {
+		keys = append(keys, "presence."+k)
+	}
+	for _, k := range []string{"writesPerSecond", "rowsPerSecond", "notifiesPerSecond"} {
+		keys = append(keys, "presence.postgres."+k)
+	}
+	s := runLoad(t, keys, "-presence", "-url", urls[0]+","+urls[1], "-users", "4", "-sockets", "8", "-rate", "10", "-duration", "3s",
 		"-presence-grace", "300ms", "-storm", "-storm-away", "100ms", "-metrics-url", metrics.URL)
 	p := s.Presence
 	if p == nil {

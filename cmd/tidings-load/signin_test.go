@@ -36,8 +36,9 @@ func startNode(t *testing.T, presence bool) *webtest.Node {
 }
 
 // runLoad runs the load generator with args and returns its summary, checking that the last
-// line it printed is that summary as JSON.
-func runLoad(t *testing.T, args ...string) summary {
+// line it printed is that summary as JSON, with at least the keys given in want ("presence.flaps"
+// names a key of the object under "presence").
+func runLoad(t *testing.T, want []string, args ...string) summary {
 	t.Helper()
 	var out strings.Builder
 	s, err := run(context.Background(), args, &out, io.Discard)
@@ -45,9 +46,19 @@ func runLoad(t *testing.T, args ...string) summary {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var printed summary
+	var printed map[string]any
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &printed); err != nil {
 		t.Fatalf("last line is not the JSON summary: %q", lines[len(lines)-1])
+	}
+	for _, key := range want {
+		obj := printed
+		path := strings.Split(key, ".")
+		for _, k := range path[:len(path)-1] {
+			obj, _ = obj[k].(map[string]any)
+		}
+		if _, ok := obj[path[len(path)-1]]; !ok {
+			t.Errorf("the printed summary lacks %s: %s", key, lines[len(lines)-1])
+		}
 	}
 	return s
 }
@@ -69,7 +80,7 @@ func TestSignedInStorm(t *testing.T) {
 		users            string
 		want, registered int
 	}{{"10", 10, 10}, {"12", 12, 2}} {
-		s := runLoad(t, args(round.users)...)
+		s := runLoad(t, []string{"sockets", "users", "signedIn", "signIn.registered", "storm.current", "missing"}, args(round.users)...)
 		if s.Users != round.want || s.SignedIn != 40 || s.SignIn == nil || s.SignIn.Registered != int64(round.registered) {
 			t.Fatalf("-users %s: got %d users, %d streams signed in, sign-in %+v; want %d users, 40 streams, %d registered",
 				round.users, s.Users, s.SignedIn, s.SignIn, round.want, round.registered)
@@ -97,13 +108,13 @@ func TestSignedInStorm(t *testing.T) {
 func TestSignInWaitsOutTheRegisterLimit(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, false)
-	s := runLoad(t, "-url", n.URL, "-sockets", "21", "-users", "21", "-auth-sources", "1", "-rate", "10", "-duration", "100ms",
+	s := runLoad(t, nil, "-url", n.URL, "-sockets", "21", "-users", "21", "-auth-sources", "1", "-rate", "10", "-duration", "100ms",
 		"-api-key", "load-key")
 	if si := s.SignIn; si == nil || si.Registered != 21 || si.Retries < 1 || si.Sources != 1 || s.SignedIn != 21 {
 		t.Fatalf("one address: got sign-in %+v, %d streams signed in; want 21 registered after a retry, 21 streams", si, s.SignedIn)
 	}
 	fresh := startNode(t, false) // whose limits no address has used yet
-	s = runLoad(t, "-url", fresh.URL, "-sockets", "40", "-users", "40", "-rate", "10", "-duration", "100ms", "-api-key", "load-key")
+	s = runLoad(t, nil, "-url", fresh.URL, "-sockets", "40", "-users", "40", "-rate", "10", "-duration", "100ms", "-api-key", "load-key")
 	if si := s.SignIn; si == nil || si.Registered != 40 || si.Retries != 0 || si.Sources != 4 || s.SignedIn != 40 {
 		t.Fatalf("spread: got sign-in %+v, %d streams signed in; want 40 registered from 4 addresses without a retry", si, s.SignedIn)
 	}
@@ -120,7 +131,7 @@ func TestStreamsOverTwoNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Stop()
-	s := runLoad(t, "-url", a.URL+","+b.URL, "-sockets", "20", "-users", "4", "-rate", "20", "-duration", "1s",
+	s := runLoad(t, []string{"nodes"}, "-url", a.URL+","+b.URL, "-sockets", "20", "-users", "4", "-rate", "20", "-duration", "1s",
 		"-api-key", "load-key", "-settle", "20s")
 	if s.Nodes != 2 || s.Connected != 20 || s.SignedIn != 20 || s.Missing != 0 || s.Delivered != 20*s.Published || s.Published != 20 {
 		t.Fatalf("got %d nodes, %d connected, %d signed in, %d of %d×20 delivered, %d missing",
