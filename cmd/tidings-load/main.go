@@ -92,6 +92,8 @@ type options struct {
 	presence      bool
 	presenceGrace time.Duration
 	metricsURLs   []string
+	// actions are the kinds of action the presence run makes: join, leave, typing.
+	actions map[string]bool
 }
 
 // Limits that keep a run bounded.
@@ -129,6 +131,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.authSources, "auth-sources", 0, "loopback source addresses (127.77.x.y) to spread registrations and logins over, for the server's per-address limits; 0: one per 10 users, against a loopback server")
 	fs.BoolVar(&o.presence, "presence", false, "measure presence and signals (needs -users): joins, leaves and typing signals at -rate per second for -duration; with -storm every stream also reconnects at once mid-run")
 	fs.DurationVar(&o.presenceGrace, "presence-grace", 5*time.Second, "the server's TIDINGS_PRESENCE_GRACE: a leave is timed from the end of the grace")
+	actions := fs.String("actions", "join,leave,typing", "the presence run's kinds of action, comma-separated: join, leave, typing (typing alone: every user online, each action a signal)")
 	metricsURLs := fs.String("metrics-url", "", "comma-separated /metrics addresses for the presence run's PostgreSQL costs (default: each -url's /metrics)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -181,6 +184,19 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.metricsURLs, err = parseURLs("-metrics-url", *metricsURLs, o.allowRemote); err != nil {
 		return o, err
+	}
+	o.actions = map[string]bool{}
+	for a := range strings.SplitSeq(*actions, ",") {
+		switch a = strings.TrimSpace(a); a {
+		case "join", "leave", "typing":
+			o.actions[a] = true
+		case "":
+		default:
+			return o, fmt.Errorf("-actions: %q is not join, leave or typing", a)
+		}
+	}
+	if len(o.actions) == 0 {
+		return o, errors.New("-actions: want at least one of join, leave, typing")
 	}
 	for s := range strings.SplitSeq(*sources, ",") {
 		if s = strings.TrimSpace(s); s != "" {

@@ -79,7 +79,7 @@ func TestOptionsAreBounded(t *testing.T) {
 	for _, args := range [][]string{
 		{"-sockets", "20000"}, {"-sockets", "0"}, {"-rate", "0"}, {"-duration", "2h"},
 		{"-url", "http://10.1.2.3:8080"}, {"-url", "ftp://127.0.0.1"}, {"-sources", "not-an-ip"},
-		{"-storm-events", "0"}, {"-storm-wait", "0s"}, {"-peer", "nats"},
+		{"-storm-events", "0"}, {"-storm-wait", "0s"}, {"-peer", "nats"}, {"-actions", "dance"}, {"-actions", ","},
 		{"-users", "101", "-sockets", "100"}, {"-users", "-1"}, {"-users-file", "u.json"},
 		{"-presence"}, {"-presence", "-users", "1"}, {"-presence-grace", "0s"},
 		{"-presence", "-users", "2", "-storm", "-storm-away", "5s"},

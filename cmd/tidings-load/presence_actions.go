@@ -57,17 +57,23 @@ func (r *presenceRun) pick(ctx context.Context) {
 	}
 	kinds := []func() bool{
 		func() bool { // join: a user with no stream opens one
+			if !r.o.actions["join"] {
+				return false
+			}
 			u := r.randomPick(func(_ int, pu *puser) bool { on, ok := settled(pu); return ok && !on })
 			return r.launch(u, func() { r.join(u) })
 		},
 		func() bool { // leave: a user closes all its streams; half of them (two at least) stay online
-			if online <= max(2, len(r.users)/2) {
+			if !r.o.actions["leave"] || online <= max(2, len(r.users)/2) {
 				return false
 			}
 			u := r.randomPick(func(_ int, pu *puser) bool { on, ok := settled(pu); return ok && on && len(pu.streams) > 0 })
 			return r.launch(u, func() { r.leave(u) })
 		},
 		func() bool { // signal: typing, from one of the user's streams
+			if !r.o.actions["typing"] {
+				return false
+			}
 			u := r.randomPick(func(_ int, pu *puser) bool { on, ok := settled(pu); return ok && on && len(pu.streams) > 0 })
 			return r.launch(u, func() { r.signal(ctx, u) })
 		},
