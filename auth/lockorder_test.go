@@ -357,3 +357,49 @@ func TestResolveWatermarkOnlyWithSession(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveOfAPresentedSessionTakesNoLock: a session already presented and not due for
+// rotation resolves from one snapshot, without a lock: it waits neither for a transaction that
+// holds its rows nor for a change in flight, and its watermark still splits that change's
+// control event from what it reflects.
+func TestResolveOfAPresentedSessionTakesNoLock(t *testing.T) {
+	t.Parallel()
+	e := newLockEnv(t, auth.Config{}, base)
+	root := e.createUser("root", data.UserAdmin)
+	s0, tok := e.register("alice")
+	e.resolve(tok) // presented: from now on nothing changes when it is resolved
+	w := e.watermark()
+
+	rows := e.hold("SELECT 1 FROM users u, sessions s WHERE u.id = $1 AND s.id = $2 FOR UPDATE OF u, s", s0.Account.ID, s0.ID)
+	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+	res, err := e.m.Resolve(ctx, tok)
+	cancel()
+	if err != nil || res.Session == nil || res.Session.ID != s0.ID || res.Watermark != w {
+		t.Fatalf("resolve while its rows are locked: got %s watermark %d, %v; want session %d at %d, at once", describe(res), res.Watermark, err, s0.ID, w)
+	}
+	if err := rows.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A type change in flight, held at the event counter with its user locked.
+	counter := e.hold("SELECT last_id FROM event_log_state FOR UPDATE")
+	crew := data.UserCrew
+	update := async(func() error {
+		_, err := e.m.UpdateUser(e.ctx, root, s0.Account.ID, auth.UserPatch{Type: &crew})
+		return err
+	})
+	e.waitWaiters(1, "update held at the counter, holding the user", update)
+	before := e.resolve(tok)
+	if err := counter.Rollback(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.finish("update", update)
+	after := e.resolve(tok)
+	id := e.controlID(w, "access-changed")
+	if before.Session == nil || before.Session.Account.Type != data.UserRegular || id <= before.Watermark {
+		t.Errorf("resolved during the change: got %s watermark %d; want the regular account below the change's event %d", describe(before), before.Watermark, id)
+	}
+	if after.Session == nil || after.Session.Account.Type != data.UserCrew || id > after.Watermark {
+		t.Errorf("resolved after the change: got %s watermark %d; want the crew account at or above the change's event %d", describe(after), after.Watermark, id)
+	}
+}

@@ -141,8 +141,25 @@ func (m *Manager) Resolve(ctx context.Context, token Token) (Resolution, error) 
 	if token == "" {
 		return Resolution{}, nil
 	}
+	// Most resolutions change nothing (a live session, presented, not due for rotation): one
+	// statement decides them, from one snapshot and without a lock, so that streams of one
+	// session opening together neither queue for its row nor write to it. The snapshot's
+	// watermark splits the control events as the locks do (data.SessionSnapshotByTokenHash).
+	snap, err := data.SessionSnapshotByTokenHash(ctx, m.pool, token.Hash())
+	if errors.Is(err, data.ErrNotFound) {
+		return Resolution{ClearCookie: true}, nil
+	}
+	if err != nil {
+		return Resolution{}, fmt.Errorf("resolve session: %w", err)
+	}
+	if res, err := m.decide(ctx, nil, snap.Session, snap.User, m.cfg.Now()); !errors.Is(err, errNeedsLocks) {
+		if res.Session != nil {
+			res.Watermark = snap.Watermark
+		}
+		return res, err
+	}
 	var res Resolution
-	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		var err error
 		res, err = m.resolve(ctx, tx, token)
 		return err
@@ -193,7 +210,12 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 	return res, err
 }
 
-// decide applies the rules of PROTOCOL.md section 4 to a session row locked with its user.
+// errNeedsLocks: deciding on the session changes it, which takes its locks.
+var errNeedsLocks = errors.New("auth: the session changes: lock it")
+
+// decide applies the rules of PROTOCOL.md section 4 to a session row locked with its user. With
+// a nil tx (a snapshot, unlocked) it decides only what changes nothing, and returns
+// errNeedsLocks for the rest.
 func (m *Manager) decide(ctx context.Context, tx pgx.Tx, row data.SessionRow, account data.User, now time.Time) (Resolution, error) {
 	switch {
 	case row.RevokedAt != nil:
@@ -208,6 +230,9 @@ func (m *Manager) decide(ctx context.Context, tx pgx.Tx, row data.SessionRow, ac
 		return Resolution{Session: &ServerSession{SessionRow: row, Account: account}, Rotated: true}, nil
 
 	case row.SuccessorID != nil:
+		if tx == nil {
+			return Resolution{}, errNeedsLocks
+		}
 		successor, err := data.SessionByID(ctx, tx, *row.SuccessorID)
 		if err != nil {
 			return Resolution{}, err
@@ -228,6 +253,9 @@ func (m *Manager) decide(ctx context.Context, tx pgx.Tx, row data.SessionRow, ac
 
 	case !now.Before(row.ExpiresAt):
 		return Resolution{ClearCookie: true}, nil
+	}
+	if tx == nil && (row.PresentedAt == nil || !now.Before(row.RotatesAt)) {
+		return Resolution{}, errNeedsLocks
 	}
 	if row.PresentedAt == nil {
 		if err := data.MarkSessionPresented(ctx, tx, row.ID, now); err != nil {

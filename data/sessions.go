@@ -65,6 +65,39 @@ func SessionByTokenHash(ctx context.Context, db DB, hash []byte) (SessionRow, er
 	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE token_hash = $1", hash))
 }
 
+// SessionSnapshot is a session, its user and the event log's watermark, read together.
+type SessionSnapshot struct {
+	Session   SessionRow
+	User      User
+	Watermark int64
+}
+
+// SessionSnapshotByTokenHash reads the session whose token hashes to hash, its user and the
+// watermark in one statement, so from one snapshot and without a lock, or returns ErrNotFound
+// (no such session, or its user is gone). A change to the session or the user commits in the
+// same transaction as its control event: it is in the snapshot exactly when that event is at
+// or below the watermark read with it.
+func SessionSnapshotByTokenHash(ctx context.Context, db DB, hash []byte) (SessionSnapshot, error) {
+	var s SessionSnapshot
+	r, u := &s.Session, &s.User
+	err := db.QueryRow(ctx, `
+		SELECT s.id, s.token_hash, s.user_id, s.created_at, s.rotates_at, s.expires_at, s.presented_at,
+			s.predecessor_id, s.successor_id, s.rotated_at, s.revoked_at, coalesce(s.revoked_reason, ''), s.discard_at,
+			u.id, u.name, u.type, u.password_hash, u.created_at, st.last_id
+		FROM sessions s JOIN users u ON u.id = s.user_id CROSS JOIN event_log_state st
+		WHERE s.token_hash = $1`, hash).Scan(
+		&r.ID, &r.TokenHash, &r.UserID, &r.CreatedAt, &r.RotatesAt, &r.ExpiresAt, &r.PresentedAt,
+		&r.PredecessorID, &r.SuccessorID, &r.RotatedAt, &r.RevokedAt, &r.RevokedReason, &r.DiscardAt,
+		&u.ID, &u.Name, &u.Type, &u.PasswordHash, &u.CreatedAt, &s.Watermark)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, ErrNotFound
+	}
+	if err != nil {
+		return s, fmt.Errorf("read session: %w", err)
+	}
+	return s, nil
+}
+
 // SessionByID returns a session, locked for update when called in a transaction.
 func SessionByID(ctx context.Context, db DB, id int64) (SessionRow, error) {
 	return scanSession(db.QueryRow(ctx, "SELECT "+sessionColumns+" FROM sessions WHERE id = $1 FOR UPDATE", id))
