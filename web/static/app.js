@@ -137,7 +137,7 @@ function onFrame(f) {
       return;
     // Presence and signals (PROTOCOL.md section 8): only signed-in streams get them.
     case 'presence':
-      if (session.account()) online.replaceWith(f.online);
+      if (session.account() && Array.isArray(f.online)) online.replaceWith(f.online);
       return;
     case 'presence-change':
       if (!session.account()) return;
