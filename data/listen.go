@@ -5,16 +5,19 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // EventsChannel is the NOTIFY channel that every append (tidings_append_events) signals. Its
 // payload is a hint only.
 const EventsChannel = "events"
 
-// ListenerConfig configures Listen. The zero value of each field means its default.
+// ListenerConfig configures Events.Listen and Presence.Listen. The zero value of each field means its default.
 type ListenerConfig struct {
 	// Check is how often an idle listener checks that its connection is alive (default 15s).
 	Check time.Duration
@@ -36,7 +39,8 @@ const (
 	// ListenerUp: the listener has (re)connected and is LISTENing; anything committed before
 	// this moment may have been missed, so the caller catches up from the table.
 	ListenerUp ListenerState = iota + 1
-	// ListenerNotified: a NOTIFY arrived.
+	// ListenerNotified: a NOTIFY arrived (for Presence.Listen, one that carried a valid
+	// signature).
 	ListenerNotified
 	// ListenerDown: the connection was lost; the listener is reconnecting.
 	ListenerDown
@@ -46,6 +50,17 @@ const (
 // calls report for every state change and notification until ctx ends. It reconnects with
 // capped exponential backoff and jitter. report must not block for long.
 func (s *Events) Listen(ctx context.Context, cfg ListenerConfig, report func(ListenerState)) error {
+	return listen(ctx, s.pool, cfg, "event", []string{EventsChannel}, func(st ListenerState, _ *pgconn.Notification) {
+		report(st)
+	})
+}
+
+// listen is the reconnecting loop behind every listener: it holds one dedicated connection
+// (outside pool) that LISTENs on channels, and calls report for every state change, with each
+// notification (nil for ListenerUp and ListenerDown), until ctx ends. It reconnects with
+// capped exponential backoff and jitter. name says which listener it is in the logs.
+func listen(ctx context.Context, pool *pgxpool.Pool, cfg ListenerConfig, name string, channels []string,
+	report func(ListenerState, *pgconn.Notification)) error {
 	if cfg.Check <= 0 {
 		cfg.Check = 15 * time.Second
 	}
@@ -59,15 +74,20 @@ func (s *Events) Listen(ctx context.Context, cfg ListenerConfig, report func(Lis
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	stmt := make([]string, len(channels))
+	for i, c := range channels {
+		stmt[i] = "LISTEN " + pgx.Identifier{c}.Sanitize()
+	}
+	l := listener{pool: pool, cfg: cfg, listen: strings.Join(stmt, "; "), report: report}
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.listenOnce(ctx, cfg, report, func() { backoff = 50 * time.Millisecond })
+		err := l.once(ctx, func() { backoff = 50 * time.Millisecond })
 		if ctx.Err() != nil {
 			return nil
 		}
-		report(ListenerDown)
+		report(ListenerDown, nil)
 		wait := backoff/2 + rand.N(backoff/2+1)
-		log.Warn("event listener lost its connection; reconnecting", "err", err, "retryIn", wait.Round(time.Millisecond))
+		log.Warn(name+" listener lost its connection; reconnecting", "err", err, "retryIn", wait.Round(time.Millisecond))
 		backoff = min(backoff*2, cfg.MaxBackoff)
 		select {
 		case <-ctx.Done():
@@ -77,14 +97,22 @@ func (s *Events) Listen(ctx context.Context, cfg ListenerConfig, report func(Lis
 	}
 }
 
-// listenOnce connects, LISTENs and relays notifications until the connection fails. Every call
-// but the wait for a notification ends within cfg.Timeout: pgx's default context watcher sets a
+// listener is one run of listen: set at its start, never changed.
+type listener struct {
+	pool   *pgxpool.Pool
+	cfg    ListenerConfig // defaults applied
+	listen string         // the LISTEN statements
+	report func(ListenerState, *pgconn.Notification)
+}
+
+// once connects, LISTENs and relays notifications until the connection fails. Every call but
+// the wait for a notification ends within cfg.Timeout: pgx's default context watcher sets a
 // past deadline on the socket when the context ends, so even a read that no packet will ever
 // answer returns (and pgx closes that connection).
-func (s *Events) listenOnce(ctx context.Context, cfg ListenerConfig, report func(ListenerState), connected func()) error {
-	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, cfg.Timeout) }
+func (l *listener) once(ctx context.Context, connected func()) error {
+	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, l.cfg.Timeout) }
 	callCtx, cancel := call()
-	conn, err := pgx.ConnectConfig(callCtx, s.pool.Config().ConnConfig.Copy())
+	conn, err := pgx.ConnectConfig(callCtx, l.pool.Config().ConnConfig.Copy())
 	cancel()
 	if err != nil {
 		return fmt.Errorf("listener connect: %w", err)
@@ -95,20 +123,20 @@ func (s *Events) listenOnce(ctx context.Context, cfg ListenerConfig, report func
 		conn.Close(closeCtx)
 	}()
 	callCtx, cancel = call()
-	_, err = conn.Exec(callCtx, "LISTEN "+pgx.Identifier{EventsChannel}.Sanitize())
+	_, err = conn.Exec(callCtx, l.listen)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	connected()
-	report(ListenerUp)
+	l.report(ListenerUp, nil)
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, cfg.Check)
-		_, err := conn.WaitForNotification(waitCtx)
+		waitCtx, cancel := context.WithTimeout(ctx, l.cfg.Check)
+		n, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		switch {
 		case err == nil:
-			report(ListenerNotified)
+			l.report(ListenerNotified, n)
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case !conn.PgConn().IsClosed():

@@ -140,6 +140,15 @@ func TestPublisherRole(t *testing.T) {
 		{`SELECT count(*) FROM users`, "42501"},
 		{`SELECT count(*) FROM login_failures`, "42501"},
 		{`SELECT count(*) FROM publish_keys`, "42501"},
+		{`SELECT key FROM ephemeral_key`, "42501"},
+		{`UPDATE ephemeral_key SET key = '\x00'`, "42501"},
+		{`INSERT INTO ephemeral_key (id, key) VALUES (1, '\x00')`, "42501"},
+		{`SELECT count(*) FROM presence_nodes`, "42501"},
+		{`INSERT INTO presence_nodes (node, seq, beat) VALUES ('forged', 1, now())`, "42501"},
+		{`DELETE FROM presence_nodes`, "42501"},
+		{`SELECT count(*) FROM presence_users`, "42501"},
+		{`INSERT INTO presence_users (node, user_id) VALUES ('forged', 1)`, "42501"},
+		{`DELETE FROM presence_users`, "42501"},
 		{`SELECT tidings_append_events(ARRAY['tidings.close-streams'], ARRAY['{}'::jsonb], ARRAY[NULL::jsonb])`, "42501"},
 		{`SELECT publish_events(ARRAY['x'], ARRAY['{}'::jsonb], ARRAY[NULL::jsonb])`, "42501"},
 		{`SELECT tidings_audience('null')`, "42501"},
@@ -245,4 +254,73 @@ func TestMigrateAsPlainOwner(t *testing.T) {
 	if _, err := pub.Exec(ctx, "SELECT count(*) FROM events"); sqlState(err) != "42501" {
 		t.Fatalf("read events as tidings_publisher: got %v, want SQLSTATE 42501", err)
 	}
+}
+
+// presenceGrants lists the privileges on the tables of 0008 held by any role but their owner.
+func presenceGrants(t *testing.T, ctx context.Context, db *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := db.Query(ctx, `
+		SELECT c.relname || ': ' || a.privilege_type || ' to ' ||
+		       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+		FROM pg_class c, aclexplode(c.relacl) a
+		WHERE c.relnamespace = current_schema()::regnamespace
+		  AND c.relname IN ('presence_nodes', 'presence_users', 'ephemeral_key')
+		  AND a.grantee <> c.relowner
+		ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grants, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grants
+}
+
+// TestPresenceTablesGrantNothing checks that the tables of presence and the key that signs its
+// notifications grant nothing to PUBLIC or to tidings_publisher, even in a database whose
+// default privileges would grant everything on new tables to both: 0008 revokes them.
+func TestPresenceTablesGrantNothing(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	owner := datatest.OpenPool(t, datatest.NewDatabase(t))
+	if g := presenceGrants(t, ctx, owner); len(g) != 0 {
+		t.Fatalf("grants after the migrations: got %v, want none", g)
+	}
+	sql, err := fs.ReadFile(migrations.FS, "0008_presence.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Default privileges belong to one database: this one, dropped when the test ends.
+	_, err = owner.Exec(ctx, `ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC, tidings_publisher;
+		DROP TABLE presence_users, presence_nodes, ephemeral_key`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The defaults are at work: a new table gets them.
+	if _, err := owner.Exec(ctx, "CREATE TABLE granted (id int)"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := hasSelect(ctx, owner, "granted"); err != nil || !ok {
+		t.Fatalf("tidings_publisher on a table made under the default privileges: got SELECT %v, %v; want true", ok, err)
+	}
+	if _, err := owner.Exec(ctx, string(sql)); err != nil {
+		t.Fatalf("0008 again: %v", err)
+	}
+	if g := presenceGrants(t, ctx, owner); len(g) != 0 {
+		t.Fatalf("grants after 0008 under default privileges for all: got %v, want none", g)
+	}
+	pub := loginRole(t, owner, owner.Config(), "tidings_publisher")
+	for _, table := range []string{"ephemeral_key", "presence_nodes", "presence_users"} {
+		if _, err := pub.Exec(ctx, "SELECT * FROM "+table); sqlState(err) != "42501" {
+			t.Errorf("as tidings_publisher, read %s: got %v, want SQLSTATE 42501", table, err)
+		}
+	}
+}
+
+// hasSelect reports whether tidings_publisher may read table.
+func hasSelect(ctx context.Context, db *pgxpool.Pool, table string) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, "SELECT has_table_privilege('tidings_publisher', $1, 'SELECT')", table).Scan(&ok)
+	return ok, err
 }

@@ -150,9 +150,10 @@ func (e *FrameError) Error() string { return e.Code + ": " + e.Message }
 
 // ClientFrame is a frame a client sent, as ParseClientFrame reads it.
 type ClientFrame struct {
-	Type  string      // "ping" or "publish"
-	Ref   *string     // nil when absent or null
-	Event ClientEvent // publish only
+	Type   string       // "ping", "publish" or "signal"
+	Ref    *string      // nil when absent or null
+	Event  ClientEvent  // publish only
+	Signal ClientSignal // signal only
 }
 
 // ClientEvent is the event of a publish frame: only its type and data, and the frame's
@@ -173,10 +174,11 @@ var errNotText = errors.New("binary messages are not frames")
 // the returned ref is whatever could be read of it, for the error frame.
 func ParseClientFrame(msg []byte) (ClientFrame, error) {
 	var raw struct {
-		Type  *string         `json:"type"`
-		Ref   json.RawMessage `json:"ref"`
-		Event json.RawMessage `json:"event"`
-		Key   json.RawMessage `json:"key"`
+		Type   *string         `json:"type"`
+		Ref    json.RawMessage `json:"ref"`
+		Event  json.RawMessage `json:"event"`
+		Key    json.RawMessage `json:"key"`
+		Signal json.RawMessage `json:"signal"`
 	}
 	invalid := func(f ClientFrame, msg string) (ClientFrame, error) {
 		return f, &FrameError{Code: CodeInvalidFrame, Message: msg}
@@ -217,6 +219,19 @@ func ParseClientFrame(msg []byte) (ClientFrame, error) {
 				return invalid(f, `"key" must be 1 to 255 bytes of ASCII letters, digits and -._~:+/=`)
 			}
 		}
+		return f, nil
+	case "signal":
+		var sig struct {
+			Type *string         `json:"type"`
+			Data json.RawMessage `json:"data"`
+		}
+		if len(raw.Signal) == 0 || bytes.Equal(raw.Signal, []byte("null")) || json.Unmarshal(raw.Signal, &sig) != nil {
+			return invalid(f, `signal needs a "signal" object`)
+		}
+		if sig.Type == nil || *sig.Type == "" {
+			return invalid(f, `signal needs "signal.type"`)
+		}
+		f.Signal = ClientSignal{Type: *sig.Type, Data: sig.Data}
 		return f, nil
 	}
 	return invalid(f, "unknown frame type "+strconv.Quote(f.Type))

@@ -3,6 +3,7 @@ package realtime
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,9 @@ func TestParseClientFrame(t *testing.T) {
 		{`{"type":"publish","ref":"r2","key":"k-1:a/b+=","event":{"type":"message","data":{"text":"hi"}}}`,
 			ClientFrame{Type: "publish", Ref: ref("r2"), Event: ClientEvent{Type: "message", Data: json.RawMessage(`{"text":"hi"}`), Key: "k-1:a/b+="}}},
 		{`{"type":"publish","key":null,"event":{"type":"message"}}`, ClientFrame{Type: "publish", Event: ClientEvent{Type: "message"}}},
+		{`{"type":"signal","ref":"s1","signal":{"type":"typing","data":{}}}`,
+			ClientFrame{Type: "signal", Ref: ref("s1"), Signal: ClientSignal{Type: "typing", Data: json.RawMessage(`{}`)}}},
+		{`{"type":"signal","signal":{"type":"wave"}}`, ClientFrame{Type: "signal", Signal: ClientSignal{Type: "wave"}}},
 	}
 	for _, tc := range valid {
 		got, err := ParseClientFrame([]byte(tc.in))
@@ -48,7 +52,8 @@ func TestParseClientFrame(t *testing.T) {
 			continue
 		}
 		if got.Type != tc.want.Type || (got.Ref == nil) != (tc.want.Ref == nil) || (got.Ref != nil && *got.Ref != *tc.want.Ref) ||
-			got.Event.Type != tc.want.Event.Type || string(got.Event.Data) != string(tc.want.Event.Data) || got.Event.Key != tc.want.Event.Key {
+			got.Event.Type != tc.want.Event.Type || string(got.Event.Data) != string(tc.want.Event.Data) || got.Event.Key != tc.want.Event.Key ||
+			got.Signal.Type != tc.want.Signal.Type || string(got.Signal.Data) != string(tc.want.Signal.Data) {
 			t.Errorf("%s: got %+v, want %+v", tc.in, got, tc.want)
 		}
 	}
@@ -66,6 +71,9 @@ func TestParseClientFrame(t *testing.T) {
 		{`{"type":"publish","ref":"k","key":"a b","event":{"type":"message"}}`, ref("k")},
 		{`{"type":"publish","ref":"k","key":7,"event":{"type":"message"}}`, ref("k")},
 		{`{"type":"publish","ref":"k","key":"` + strings.Repeat("x", data.MaxKeyLen+1) + `","event":{"type":"message"}}`, ref("k")},
+		{`{"type":"signal","ref":"s"}`, ref("s")}, {`{"type":"signal","signal":null}`, nil},
+		{`{"type":"signal","signal":"typing"}`, nil}, {`{"type":"signal","signal":{"data":{}}}`, nil},
+		{`{"type":"signal","signal":{"type":""}}`, nil}, {`{"type":"signal","signal":{"type":7}}`, nil},
 	}
 	for _, tc := range invalid {
 		got, err := ParseClientFrame([]byte(tc.in))
@@ -85,7 +93,8 @@ func TestParseClientFrame(t *testing.T) {
 func FuzzParseClientFrame(f *testing.F) {
 	for _, s := range []string{`{"type":"ping","ref":"p1"}`, `{"type":"publish","ref":"r","event":{"type":"message","data":{"text":"hi"}}}`,
 		`{"type":"publish"}`, `{}`, `[`, `{"type":"ping","ref":"\u00e9"}`,
-		`{"type":"publish","key":"k1","event":{"type":"message"}}`, `{"type":"publish","key":"\u006b","event":{"type":"m"}}`} {
+		`{"type":"publish","key":"k1","event":{"type":"message"}}`, `{"type":"publish","key":"\u006b","event":{"type":"m"}}`,
+		`{"type":"signal","ref":"s","signal":{"type":"typing","data":{}}}`, `{"type":"signal","signal":{"type":"typing","data":[1]}}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -109,6 +118,11 @@ func FuzzParseClientFrame(f *testing.F) {
 					t.Fatalf("%q: accepted key %q, which the store refuses", msg, f.Event.Key)
 				}
 				reply = ackFrame(f.Ref, 1)
+			case "signal":
+				if f.Signal.Type == "" {
+					t.Fatalf("%q: signal without a type", msg)
+				}
+				reply = errorFrame(f.Ref, CodeForbidden, "unknown signal type "+strconv.Quote(f.Signal.Type))
 			default:
 				t.Fatalf("%q: accepted frame type %q", msg, f.Type)
 			}

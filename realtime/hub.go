@@ -77,6 +77,7 @@ type Hub struct {
 	targets []*Subscription // owned by Run: the subscriptions one advance delivers to
 	out     outPage         // owned by Run: the page one advance delivers
 
+	presence *Presence      // set before Run by NewPresence; nil: no presence or signals
 	accounts accountBuckets // publish limits shared by each account's streams
 	bounds   *sharedBounds  // the reads of "now" that opening streams share
 	replays  chan struct{}  // a slot per table replay running; capacity TableReplays
@@ -360,6 +361,41 @@ func (h *Hub) deliver(targets []*Subscription) int {
 	return h.deliverWith(targets, min(runtime.GOMAXPROCS(0), len(targets)/h.shard))
 }
 
+// signedInStreams appends the streams of signed-in viewers to buf.
+func (h *Hub) signedInStreams(buf []*stream) []*stream {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, subs := range h.byUser {
+		for s := range subs {
+			if s.stream != nil {
+				buf = append(buf, s.stream)
+			}
+		}
+	}
+	return buf
+}
+
+// deliverEach calls write for every stream, by up to GOMAXPROCS goroutines when there are many.
+func (h *Hub) deliverEach(streams []*stream, write func(*stream)) {
+	workers := min(runtime.GOMAXPROCS(0), len(streams)/h.shard)
+	if workers <= 1 {
+		for _, s := range streams {
+			write(s)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range workers {
+		lo, hi := chunk(len(streams), workers, i)
+		wg.Go(func() {
+			for _, s := range streams[lo:hi] {
+				write(s)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // deliverWith is deliver by the given number of goroutines.
 func (h *Hub) deliverWith(targets []*Subscription, workers int) int {
 	deliverTo := func(subs []*Subscription) int {
@@ -444,6 +480,9 @@ func (h *Hub) controlLocked(e *Event) {
 	}
 	closeNamed(h.bySession, e.Close.SessionIDs)
 	closeNamed(h.byUser, e.Close.UserIDs)
+	if h.presence != nil && e.Close.Reason == CloseUserDeleted.Reason {
+		h.presence.usersDeleted(e.Close.UserIDs) // offline at once, on every node
+	}
 }
 
 // closesLocked returns the close that a remembered control event asks of s.

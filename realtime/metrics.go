@@ -24,6 +24,11 @@ type Metrics struct {
 	startReads      prometheus.Counter
 	hubReadOK       prometheus.Gauge
 	hubReadFailures *prometheus.CounterVec
+	presenceWrites  prometheus.Counter
+	presenceRows    prometheus.Counter
+	ephNotifies     *prometheus.CounterVec
+	presenceOnlineG prometheus.Gauge
+	signals         *prometheus.CounterVec
 }
 
 // NewMetrics creates the hub's metrics and registers them with reg.
@@ -77,6 +82,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.hubReadFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tidings_hub_read_failures_total", Help: "Reads of the event log by the hub that failed, by reason: timeout (no answer within the read timeout) or error.",
 	}, []string{"reason"})
+	m.presenceWrites = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tidings_presence_writes_total", Help: "Presence transactions this node committed in PostgreSQL: flushes of its changes, full replacements and beats.",
+	})
+	m.presenceRows = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tidings_presence_rows_total", Help: "Presence rows this node wrote (users added to or removed from its set).",
+	})
+	m.ephNotifies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidings_ephemeral_notifies_total", Help: "Notifications this node sent on the ephemeral channels, by channel (presence, signals).",
+	}, []string{"channel"})
+	m.presenceOnlineG = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tidings_presence_online", Help: "Users online in this node's view of every node.",
+	})
+	m.signals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tidings_signals_total", Help: "Signals this node's streams sent, by result: sent (in a notification), dropped (the node's queue was full, or the notification failed).",
+	}, []string{"result"})
+	reg.MustRegister(m.presenceWrites, m.presenceRows, m.ephNotifies, m.presenceOnlineG, m.signals)
 	reg.MustRegister(m.hubReadOK, m.hubReadFailures)
 	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting, m.startReads)
 	return m
@@ -172,5 +193,49 @@ func (m *Metrics) hubRead(ok, timedOut bool) {
 func (m *Metrics) startRead() {
 	if m != nil {
 		m.startReads.Inc()
+	}
+}
+
+// presenceWrite counts a presence transaction that wrote rows rows (a beat writes none but
+// its node's own) and sent a notification or not; ok says it committed.
+func (m *Metrics) presenceWrite(rows int, notified, ok bool) {
+	if m == nil || !ok {
+		return
+	}
+	m.presenceWrites.Inc()
+	m.presenceRows.Add(float64(rows))
+	if notified {
+		m.ephNotifies.WithLabelValues("presence").Inc()
+	}
+}
+
+func (m *Metrics) presenceOnline(n int) {
+	if m != nil {
+		m.presenceOnlineG.Set(float64(n))
+	}
+}
+
+// signal counts one signal refused before it was queued.
+func (m *Metrics) signal(sent bool) {
+	if m == nil {
+		return
+	}
+	if sent {
+		m.signals.WithLabelValues("sent").Inc()
+	} else {
+		m.signals.WithLabelValues("dropped").Inc()
+	}
+}
+
+// signalsSent counts a notification of n signals; ok says it was sent.
+func (m *Metrics) signalsSent(n int, ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.ephNotifies.WithLabelValues("signals").Inc()
+		m.signals.WithLabelValues("sent").Add(float64(n))
+	} else {
+		m.signals.WithLabelValues("dropped").Add(float64(n))
 	}
 }

@@ -1,6 +1,7 @@
 package realtime
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -39,6 +40,10 @@ type StreamConfig struct {
 	// of one account share on a node (defaults 20 per second, bursts of 40).
 	AccountPublishRate  float64
 	AccountPublishBurst int
+	// SignalRate and SignalBurst shape the per-socket token bucket for signal frames
+	// (defaults 5 per second, bursts of 10; PROTOCOL.md section 8).
+	SignalRate  float64
+	SignalBurst int
 	// MaxInvalidFrames is how many invalid frames in a row close the socket with 1008
 	// (default 10). A publish refused as invalid counts as an invalid frame, when it is
 	// answered; any other answer ends the row.
@@ -77,6 +82,12 @@ func (c StreamConfig) withDefaults() StreamConfig {
 	}
 	if c.AccountPublishBurst <= 0 {
 		c.AccountPublishBurst = 40
+	}
+	if c.SignalRate <= 0 {
+		c.SignalRate = 5
+	}
+	if c.SignalBurst <= 0 {
+		c.SignalBurst = 10
 	}
 	if c.MaxInvalidFrames <= 0 {
 		c.MaxInvalidFrames = 10
@@ -147,7 +158,8 @@ type stream struct {
 	drives  sync.WaitGroup // the drive, while one runs
 	framed  chan struct{}  // closed by the reader at the client's first frame, if OnProven is set
 
-	pubs *publishes // owned by the reader: made at the stream's first publish
+	pubs      *publishes  // owned by the reader: made at the stream's first publish
+	sigBucket tokenBucket // owned by the reader: made at the stream's first signal
 
 	// invalid counts the client's invalid frames and invalid publishes in a row: the reader
 	// counts the frames it refuses, the publishes' goroutine the publishes refused as invalid
@@ -200,6 +212,9 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	defer h.cfg.Metrics.streamClosed()
 	if opts.CloseAtOnce != nil {
 		sub.Close(*opts.CloseAtOnce)
+	} else if p := h.presence; p != nil && opts.Viewer.SignedIn() {
+		p.opened(opts.Viewer.UserID) // online while the stream is open, on any node
+		defer p.closed(opts.Viewer.UserID)
 	}
 	if !opts.CloseAt.IsZero() {
 		timer := time.AfterFunc(time.Until(opts.CloseAt), func() { sub.Close(opts.CloseAtReason) })
@@ -432,9 +447,11 @@ func (s *stream) readLoop(ctx context.Context) error {
 			frame = pongFrame(f.Ref)
 		case f.Type == "publish":
 			frame = s.publish(f) // nil: queued, answered when it ran
+		case f.Type == "signal":
+			frame = s.signal(f) // nil: sent; success is silent
 		}
 		switch {
-		case err != nil:
+		case err != nil, frame != nil && f.Type == "signal" && isInvalidAnswer(frame):
 			s.countInvalid(true)
 		case frame != nil: // answered at once; a queued publish counts when it is answered
 			s.countInvalid(false)
@@ -443,6 +460,11 @@ func (s *stream) readLoop(ctx context.Context) error {
 			s.sub.Close(closeUnanswered)
 		}
 	}
+}
+
+// isInvalidAnswer reports whether an error frame refuses a frame's content as invalid.
+func isInvalidAnswer(frame []byte) bool {
+	return bytes.Contains(frame, []byte(`"code":"`+CodeInvalid+`"`))
 }
 
 // countInvalid counts an answer to the client: invalid (an invalid frame, or a publish refused

@@ -26,6 +26,7 @@ type streamServer struct {
 	pool   *pgxpool.Pool
 	url    string
 	served chan error // one value per stream, when its Serve returns
+	stop   func()     // closes every stream and stops the node; called at the test's end too
 }
 
 func newStreamServer(t *testing.T, cfg StreamConfig) *streamServer {
@@ -45,6 +46,13 @@ func newStreamServerOn(t *testing.T, pool *pgxpool.Pool, store Store, cfg Stream
 // stream with the request's lastEventId).
 func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubConfig, cfg StreamConfig, optsFor func(*http.Request) StreamOptions, tweak ...func(*httptest.Server)) *streamServer {
 	t.Helper()
+	return startNode(t, pool, store, hcfg, cfg, optsFor, nil, tweak...)
+}
+
+// startNode is startStreamServer with a setup of the hub before it runs and serves (attaching
+// its presence, say), which returns what else to run beside the hub.
+func startNode(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubConfig, cfg StreamConfig, optsFor func(*http.Request) StreamOptions, setup func(*Hub) func(context.Context), tweak ...func(*httptest.Server)) *streamServer {
+	t.Helper()
 	if hcfg.Poll == 0 {
 		hcfg.Poll = time.Hour
 	}
@@ -52,6 +60,11 @@ func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubCo
 	hub.shard = 4 // hand pages out in parallel, as to thousands of streams
 	ctx, cancel := context.WithCancel(context.Background())
 	var run sync.WaitGroup
+	if setup != nil {
+		if beside := setup(hub); beside != nil {
+			run.Go(func() { beside(ctx) })
+		}
+	}
 	run.Go(func() { hub.Run(ctx) })
 	s := &streamServer{hub: hub, pool: pool, served: make(chan error, 100)}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -66,18 +79,26 @@ func startStreamServer(t *testing.T, pool *pgxpool.Pool, store Store, hcfg HubCo
 		if err != nil {
 			return
 		}
-		s.served <- hub.Serve(r.Context(), sock, cfg, opts)
+		err = hub.Serve(r.Context(), sock, cfg, opts)
+		select {
+		case s.served <- err:
+		default: // a test with more streams than it reads results of
+		}
 	}))
 	for _, f := range tweak {
 		f(srv)
 	}
 	srv.Start()
-	t.Cleanup(func() {
-		hub.Shutdown()
-		srv.Close()
-		cancel()
-		run.Wait()
-	})
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			hub.Shutdown()
+			srv.Close()
+			cancel()
+			run.Wait()
+		})
+	}
+	t.Cleanup(s.stop)
 	<-hub.Ready()
 	s.url = "ws" + strings.TrimPrefix(srv.URL, "http")
 	return s

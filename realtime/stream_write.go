@@ -27,6 +27,10 @@ type writer struct {
 	sent    bool  // an event frame was written
 	held    bool  // a burst is open: frames are held back until release
 	frames  []byte
+	// The ephemeral frames (ephemeral.go): once ephLive, after ready, the stream sends the
+	// ring's frames after ephCursor.
+	ephLive   bool
+	ephCursor int64
 	// overSince is when the live stream was first seen more than MaxLag behind with its
 	// oldest waiting event gone from the cache (zero: it is not).
 	overSince time.Time
@@ -83,7 +87,10 @@ func (w *writer) run(first bool) (err error, parked bool) {
 			}
 			continue
 		}
-		progressed, err := w.step(ctx)
+		progressed, err := w.sendEphemeral()
+		if err == nil && !progressed {
+			progressed, err = w.step(ctx)
+		}
 		if err != nil && ctx.Err() != nil {
 			return nil, false
 		}
@@ -108,7 +115,7 @@ func (w *writer) park() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !w.ready || w.held || len(s.controls) > 0 || s.pingDue.Load() || s.done ||
-		s.hub.head.Load() > w.cursor || s.sub.closeReason() != nil {
+		s.hub.head.Load() > w.cursor || w.ephemeralPending() || s.sub.closeReason() != nil {
 		return false
 	}
 	s.parked = true
@@ -160,7 +167,16 @@ func (w *writer) maybeReady() error {
 		return nil
 	}
 	w.ready = true
-	return w.write(watermarkFrame("ready", w.readyAt))
+	if err := w.write(watermarkFrame("ready", w.readyAt)); err != nil {
+		return err
+	}
+	if p := w.hub.presence; p != nil && w.opts.Viewer.SignedIn() {
+		// Who is online, then every change after it (PROTOCOL.md section 8).
+		frame, seq := p.snapshot()
+		w.ephLive, w.ephCursor = true, seq
+		return w.write(frame)
+	}
+	return nil
 }
 
 // step sends the next run of events, from the cache or, for ids older than it or newer than

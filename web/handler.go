@@ -64,6 +64,8 @@ type Deps struct {
 	Publisher *data.Publisher
 	Hub       *realtime.Hub
 	Auth      *auth.Manager
+	// Presence answers who is online (GET /api/presence, the page); nil: nobody is.
+	Presence *realtime.Presence
 	// Metrics serves GET /metrics (Prometheus); nil answers 404.
 	Metrics http.Handler
 }
@@ -125,6 +127,7 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	r.POST("/api/auth/logout", h.logout)
 	r.GET("/api/session", h.session)
 	r.GET("/api/users", h.listUsers)
+	r.GET("/api/presence", h.presence)
 	r.GET("/api/users/:id", h.getUser)
 	r.PATCH("/api/users/:id", h.patchUser)
 	r.DELETE("/api/users/:id", h.deleteUser)

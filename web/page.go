@@ -252,6 +252,9 @@ func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, 
 		return pageState{}, err
 	}
 	state.Users = apiUsers(users)
+	if state.Online, err = h.online(ctx); err != nil {
+		return pageState{}, err
+	}
 	viewer := viewerOf(sess)
 	// Messages up to the watermark: the stream, opened from it, brings every later one.
 	evs, err := data.RecentEvents(ctx, h.deps.Pool, "message", mark, pageMessages, viewer.CanSee)

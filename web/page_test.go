@@ -24,6 +24,7 @@ type pageState struct {
 	Notice      *string         `json:"notice"`
 	Users       json.RawMessage `json:"users"`
 	Messages    json.RawMessage `json:"messages"`
+	Online      json.RawMessage `json:"online"`
 }
 
 type pageUser struct {

@@ -42,6 +42,8 @@ type serverOptions struct {
 	web   web.Config
 	auth  auth.Config
 	dbURL string // share a database with another node; empty: a fresh one
+	// presence, if set, runs the node's presence with it.
+	presence *realtime.PresenceConfig
 }
 
 func newServer(t testing.TB, o serverOptions) *testServer {
@@ -57,7 +59,7 @@ func newServer(t testing.TB, o serverOptions) *testServer {
 		t.Cleanup(pool.Close)
 	}
 	o.web.Dev = true // plain http: the cookie jar sends tidings-session without Secure
-	n, err := webtest.Start(pool, webtest.Options{Hub: o.hub, Web: o.web, Auth: o.auth})
+	n, err := webtest.Start(pool, webtest.Options{Hub: o.hub, Web: o.web, Auth: o.auth, Presence: o.presence})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +119,7 @@ type frame struct {
 	Event       json.RawMessage `json:"event"`
 	Session     json.RawMessage `json:"session"`
 	Notice      *string         `json:"notice"`
+	Online      []int64         `json:"online"`
 }
 
 type client struct {

@@ -30,7 +30,7 @@ func TestEveryScenarioAtTinyScale(t *testing.T) {
 
 	var out, progress strings.Builder
 	args := []string{"-url", n.URL, "-scenario", "all", "-pid", strconv.Itoa(os.Getpid()),
-		"-duration", "500ms", "-register", "5", "-guesses", "5", "-renamers", "2", "-nul-sockets", "2", "-nul-rate", "20",
+		"-duration", "2s", "-register", "5", "-guesses", "5", "-renamers", "2", "-nul-sockets", "2", "-nul-rate", "20",
 		"-streams", "5", "-fill", "300", "-slow", "5", "-slow-hold", "500ms", "-settle", "10s", "-request-timeout", "10s", "-timeout", "2m"}
 	getenv := func(k string) string {
 		if k == "TIDINGS_API_KEY" {

@@ -125,10 +125,12 @@ func (b *bench) startWellBehaved(ctx context.Context, scenario string) (*wellBeh
 	lctx, cancelLoops := context.WithCancel(ctx)
 	w.cancelLoops = cancelLoops
 	hc := newClient(b.good) // a browser of its own that signs in as the watcher
+	// The loops stop with the scenario (lctx); a request they started runs to its end (ctx, and
+	// its own timeout), so that the slowest answers, at the end of an attack, are counted.
 	w.every(lctx, loginEvery, maxWaiting, &w.loginFail, func() {
-		w.measure(lctx, &w.login, &w.loginFail, hc, "POST", "/api/auth/login", credentials(b.watcher.name, b.watcher.password))
+		w.measure(ctx, &w.login, &w.loginFail, hc, "POST", "/api/auth/login", credentials(b.watcher.name, b.watcher.password))
 	})
-	w.every(lctx, pageEvery, maxWaiting, &w.pageFail, func() { w.measure(lctx, &w.page, &w.pageFail, hc, "GET", "/", nil) })
+	w.every(lctx, pageEvery, maxWaiting, &w.pageFail, func() { w.measure(ctx, &w.page, &w.pageFail, hc, "GET", "/", nil) })
 	w.every(lctx, publishEvery, maxPublishes, &w.publishErr, func() { w.publish(lctx) })
 	return w, nil
 }
@@ -164,7 +166,7 @@ func (w *wellBehaved) every(ctx context.Context, period time.Duration, limit int
 }
 
 // measure makes one request and records its latency, and its outcome unless 200; a request
-// cut short by the end of the scenario is not recorded.
+// cut short by the end of the whole run is not recorded.
 func (w *wellBehaved) measure(ctx context.Context, t *timings, fails *tally, hc *http.Client, method, path string, body []byte) {
 	start := time.Now()
 	status, _, err := w.b.send(ctx, hc, method, path, body)

@@ -27,6 +27,8 @@ type config struct {
 	sessionGrace   time.Duration
 	retention      time.Duration
 	pruneInterval  time.Duration
+	presenceGrace  time.Duration
+	presenceWait   time.Duration
 	dev            bool
 	devPublic      bool
 	pprofAddr      string
@@ -70,6 +72,8 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		{&c.sessionGrace, "session-grace", "TIDINGS_SESSION_GRACE", "30s", "how long a rotated session stays usable"},
 		{&c.retention, "retention", "TIDINGS_RETENTION", "168h", "how long events are kept for replay"},
 		{&c.pruneInterval, "prune-interval", "TIDINGS_PRUNE_INTERVAL", "1m", "how often one node prunes old events"},
+		{&c.presenceGrace, "presence-grace", "TIDINGS_PRESENCE_GRACE", "5s", "how long a user stays online after their last stream closed"},
+		{&c.presenceWait, "presence-timeout", "TIDINGS_PRESENCE_TIMEOUT", "15s", "at most how long the streams of a dead node still count as open"},
 	}
 	raw := make([]*string, len(durations))
 	for i, d := range durations {

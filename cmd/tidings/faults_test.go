@@ -328,10 +328,11 @@ func TestListenerTerminated(t *testing.T) {
 	}
 }
 
-// listenersQuery selects what from the LISTEN backends of the current database.
+// listenersQuery selects what from the event log's LISTEN backends of the current database (not
+// the presence listener's).
 func listenersQuery(what string) string {
 	return `SELECT ` + what + ` FROM pg_stat_activity
-		WHERE datname = current_database() AND query LIKE 'LISTEN%' AND state = 'idle'`
+		WHERE datname = current_database() AND query LIKE 'LISTEN "events"%' AND state = 'idle'`
 }
 
 // terminateListener waits, with a bound, for the node's LISTEN backend (after a termination

@@ -43,7 +43,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			data.NewPoolCollector(pool))
 		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 		events := data.NewEvents(pool)
-		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: realtime.NewMetrics(reg)})
+		rtMetrics := realtime.NewMetrics(reg)
+		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: rtMetrics})
+		presenceStore, err := data.NewPresence(ctx, pool)
+		if err != nil {
+			return err
+		}
+		presence := realtime.NewPresence(hub, presenceStore, realtime.PresenceConfig{
+			Grace: cfg.presenceGrace, Timeout: cfg.presenceWait, Logger: log, Metrics: rtMetrics,
+		})
 		sessions := newAuth(pool, cfg, log)
 		reg.MustRegister(auth.NewCollector(sessions))
 		publisher := data.NewPublisher(pool, data.PublisherConfig{})
@@ -59,6 +67,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 			Publisher: publisher,
 			Hub:       hub,
 			Auth:      sessions,
+			Presence:  presence,
 		}
 		if cfg.metricsAddr == "" {
 			deps.Metrics = metrics
@@ -93,6 +102,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		wg.Go(func() {
 			if err := hub.Run(hubCtx); err != nil {
 				log.Error("hub stopped", "err", err)
+			}
+		})
+		wg.Go(func() {
+			if err := presence.Run(hubCtx); err != nil {
+				log.Error("presence stopped", "err", err)
 			}
 		})
 		wg.Go(func() {

@@ -44,6 +44,9 @@ type Options struct {
 	Lag bool
 	// Publisher configures the node's group commit.
 	Publisher data.PublisherConfig
+	// Presence, if set, runs the node's presence with it (PROTOCOL.md section 8): presence
+	// frames, signals, GET /api/presence and the page's online.
+	Presence *realtime.PresenceConfig
 }
 
 // Node is one running node.
@@ -57,6 +60,8 @@ type Node struct {
 	Auth    *auth.Manager
 	// Lag is the store the hub reads through when Options.Lag was set; nil otherwise.
 	Lag *LagStore
+	// Presence is the node's presence when Options.Presence was set; nil otherwise.
+	Presence *realtime.Presence
 
 	stop func()
 }
@@ -92,8 +97,15 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 	if lag != nil {
 		lag.hub = deps.Hub
 	}
+	if o.Presence != nil {
+		store, err := data.NewPresence(context.Background(), pool)
+		if err != nil {
+			return nil, fmt.Errorf("presence: %w", err)
+		}
+		deps.Presence = realtime.NewPresence(deps.Hub, store, *o.Presence)
+	}
 	deps.Auth = auth.NewManager(pool, o.Auth)
-	n := &Node{Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web), Lag: lag}
+	n := &Node{Presence: deps.Presence, Pool: pool, Events: deps.Events, Hub: deps.Hub, Auth: deps.Auth, Handler: web.NewHandler(deps, o.Web), Lag: lag}
 
 	srv := httptest.NewUnstartedServer(n.Handler)
 	if o.Addr != "" {
@@ -112,6 +124,14 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
+		if n.Presence != nil {
+			presenceDone := make(chan struct{})
+			go func() {
+				defer close(presenceDone)
+				n.Presence.Run(ctx)
+			}()
+			defer func() { <-presenceDone }()
+		}
 		n.Hub.Run(hubCtx)
 	}()
 	srv.Start()
@@ -129,7 +149,7 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !isReady(n.Hub) || (!o.NoListenerWait && !n.Hub.Listening()) {
+	for !isReady(n.Hub) || (!o.NoListenerWait && !n.Hub.Listening()) || (n.Presence != nil && !isClosed(n.Presence.Ready())) {
 		if time.Now().After(deadline) {
 			n.Stop()
 			return nil, fmt.Errorf("the node's hub did not become ready and listening within 10 s")
@@ -139,9 +159,11 @@ func Start(pool *pgxpool.Pool, o Options) (*Node, error) {
 	return n, nil
 }
 
-func isReady(h *realtime.Hub) bool {
+func isReady(h *realtime.Hub) bool { return isClosed(h.Ready()) }
+
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-h.Ready():
+	case <-ch:
 		return true
 	default:
 		return false
