@@ -116,7 +116,7 @@ type pageState struct {
 	Notice      *string        `json:"notice"`
 	Users       []auth.ApiUser `json:"users"`
 	Messages    []pageEvent    `json:"messages"`
-	Online      []int64        `json:"online"`
+	Online      []int64        `json:"online"` // PROTOCOL.md section 8; empty when anonymous
 }
 
 // pageEvent is an event as an event frame carries it: {"id":57,"event":{"type","data","time"}}.
@@ -137,6 +137,27 @@ type pageMessage struct {
 	UserName string
 	Text     string
 	Time     string
+}
+
+// pageUser is a row of the People list as the template shows it: the same markup as the
+// client's (web/static/views.js), so that hydration changes nothing.
+type pageUser struct {
+	auth.ApiUser
+	Online bool // in the state's online set
+	Me     bool // the viewer's account
+}
+
+// pageUsers joins the state's users with its online set for the People list.
+func pageUsers(state pageState, account *auth.ApiAccount) []pageUser {
+	online := make(map[int64]bool, len(state.Online))
+	for _, id := range state.Online {
+		online[id] = true
+	}
+	rows := make([]pageUser, 0, len(state.Users))
+	for _, u := range state.Users {
+		rows = append(rows, pageUser{ApiUser: u, Online: online[u.ID], Me: account != nil && account.ID == u.ID})
+	}
+	return rows
 }
 
 // page renders GET /: the watermark first, then the session, then what that session may see,
@@ -190,7 +211,7 @@ func (h *Handler) page(s *site) httprouter.Handle {
 			"Account":  account,
 			"Admin":    account != nil && account.Type == data.UserAdmin,
 			"Notice":   state.Notice,
-			"Users":    state.Users,
+			"Users":    pageUsers(state, account),
 			"Messages": messages,
 		})
 		if err != nil {

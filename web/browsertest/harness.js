@@ -238,3 +238,32 @@ export async function until(what, fn, ms = timeout) {
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * Records the JSON frames of every stream the page opens from now on, each as
+ * {dir: 'sent'|'received', at: Date.now(), frame}, in the array it returns.
+ * @param {import('playwright-core').Page} page
+ */
+export function recordFrames(page) {
+  const log = [];
+  page.on('websocket', (ws) => {
+    for (const dir of ['sent', 'received']) {
+      ws.on(`frame${dir}`, ({ payload }) => {
+        let frame;
+        try {
+          frame = JSON.parse(String(payload));
+        } catch {
+          frame = { unparsed: String(payload) };
+        }
+        log.push({ dir, at: Date.now(), frame });
+      });
+    }
+  });
+  return log;
+}
+
+/** The users' ids by name, as GET /api/users gives them to the page's session. */
+export async function userIds(page) {
+  const list = await page.evaluate(async () => (await fetch('/api/users')).json());
+  return Object.fromEntries(list.map((u) => [u.name, u.id]));
+}

@@ -4,6 +4,7 @@
 
 import { api, fetchPageState, readState } from './api.js';
 import { Connection } from './connection.js';
+import { PresenceStore, TypingSender, TypingStore, typingText } from './presence.js';
 import { MessagesStore, SessionStore, UsersStore } from './stores.js';
 import { View } from './views.js';
 
@@ -17,6 +18,8 @@ const state = readState(document);
 const session = new SessionStore(state.session, state.notice);
 const users = new UsersStore(state.users);
 const messages = new MessagesStore(state.messages);
+const online = new PresenceStore(state.online);
+const typing = new TypingStore();
 
 /** Set while this page signs out, so that the stream's 4003 "logout" is no surprise. */
 let signingOut = false;
@@ -61,7 +64,11 @@ const view = new View({
       signingOut = false;
     }
   },
-  send: (text) => conn.publish({ type: 'message', data: { text } }),
+  send: (text) => {
+    typingSender.sent();
+    return conn.publish({ type: 'message', data: { text } });
+  },
+  typing: (text) => typingSender.input(text),
   async rename(name) {
     const me = session.account();
     if (!me) return;
@@ -81,20 +88,28 @@ const view = new View({
   },
 });
 
+const typingSender = new TypingSender(() => conn.signal({ type: 'typing', data: {} }));
+
 /** @param {number} id */
 const nameOf = (id) => users.map.get(id)?.name;
 const renderMessages = () => view.renderMessages(messages.get(), session.account(), nameOf);
+const renderUsers = () => view.renderUsers(users.get(), session.account(), online.get());
+const renderTyping = () => view.renderTyping(typingText(typing.get().map((id) => nameOf(id) ?? 'someone')));
 
 session.subscribe((s) => {
   view.renderSession(s);
-  view.renderUsers(users.get(), s.session?.account ?? null);
+  renderUsers();
   renderMessages();
+  renderTyping();
 });
-users.subscribe((list) => {
-  view.renderUsers(list, session.account());
+users.subscribe(() => {
+  renderUsers();
   renderMessages(); // names of senders
+  renderTyping();
 });
 messages.subscribe(renderMessages);
+online.subscribe(renderUsers);
+typing.subscribe(renderTyping);
 
 /** @param {import('./connection.js').Frame} f */
 function onFrame(f) {
@@ -104,13 +119,15 @@ function onFrame(f) {
       return;
     case 'event': {
       document.body.dataset.lastEventId = String(f.id);
-      if (!session.account()) return; // anonymous: the page shows no users and no messages
+      if (!session.account() || f.event === null || typeof f.event !== 'object') return; // anonymous: no users, no messages
       const { type, data } = f.event;
       if (type === 'user-update' || type === 'user-delete') {
         users.apply(/** @type {any} */ (f));
         if (type === 'user-update' && data?.id === session.account()?.id) applyAccountChange(data);
+        if (type === 'user-delete') typing.stop(data?.id);
       } else if (type === 'message') {
         messages.apply(/** @type {any} */ (f));
+        typing.stop(data?.userId); // their message is here: they are done typing it
       }
       return;
     }
@@ -118,6 +135,24 @@ function onFrame(f) {
       document.body.dataset.lastEventId = String(f.lastEventId);
       refetchAfterReset();
       return;
+    // Presence and signals (PROTOCOL.md section 8): only signed-in streams get them.
+    case 'presence':
+      if (session.account() && Array.isArray(f.online)) online.replaceWith(f.online);
+      return;
+    case 'presence-change':
+      if (!session.account()) return;
+      online.change(f.userId, f.online);
+      if (f.online === false) typing.stop(f.userId);
+      return;
+    case 'signal': {
+      const me = session.account();
+      // The sender gets its own signals too: the viewer's own typing is not news to them.
+      if (!me || f.from === me.id || f.signal?.type !== 'typing') return;
+      typing.typing(f.from);
+      return;
+    }
+    // Any other type (and error frames of refused signals, which the connection drops) is
+    // ignored: the protocol grows by adding frames (PROTOCOL.md section 2).
   }
 }
 
@@ -135,6 +170,8 @@ async function applySession(next, notice, closeReason) {
     if (had) {
       users.replaceWith([]);
       messages.replaceWith([]);
+      online.replaceWith([]);
+      typing.clear();
     }
     /** @type {EndReason|null} */
     let ended = session.get().ended;
@@ -189,6 +226,8 @@ async function refreshState() {
 function hydrate(s, fresh) {
   users.replaceWith(s.users);
   messages.replaceFrames(s.messages);
+  online.replaceWith(s.online); // until the stream's presence frame, which supersedes it
+  typing.clear();
   const ended = s.notice === 'session-taken' ? 'session-taken' : s.session ? null : session.get().ended;
   session.set({ session: s.session, notice: s.notice, ended, rightsChanged: null });
   if (fresh) conn.restart(s.lastEventId);

@@ -58,6 +58,7 @@ export class Connection {
     /** Closes since the last ready frame: the backoff's exponent. */
     this.failures = 0;
     this.refs = 0;
+    this.signalRefs = 0;
     /** @type {Map<string, {resolve: (id: number) => void, reject: (e: Error) => void, timer: any}>} */
     this.pending = new Map();
   }
@@ -113,6 +114,19 @@ export class Connection {
     });
   }
 
+  /**
+   * Sends an ephemeral signal (PROTOCOL.md section 8), best effort: success is silent, and a
+   * refusal (rate-limited, say) is dropped without a word. Returns whether it was sent.
+   * @param {{type: string, data: any}} signal
+   * @returns {boolean}
+   */
+  signal(signal) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== 1 || this.state !== 'live') return false;
+    ws.send(JSON.stringify({ type: 'signal', ref: `s${++this.signalRefs}`, signal }));
+    return true;
+  }
+
   #open() {
     this.timer = null;
     const ws = new this.WebSocket(this.url(this.lastEventId), [subprotocol]);
@@ -136,8 +150,11 @@ export class Connection {
     ws.onerror = () => {}; // a close event follows
   }
 
-  /** @param {Frame} f */
+  /** @param {any} f */
   #frame(f) {
+    // Anything but an object with a type is no frame; types not known here go on to onFrame,
+    // which ignores those it does not know either (PROTOCOL.md section 2).
+    if (f === null || typeof f !== 'object' || Array.isArray(f) || typeof f.type !== 'string') return;
     switch (f.type) {
       case 'event':
         if (typeof f.id !== 'number' || f.id <= this.lastEventId) return; // seen already
@@ -156,6 +173,7 @@ export class Connection {
         return;
       case 'ack':
       case 'error': {
+        if (typeof f.ref === 'string' && /^s\d+$/.test(f.ref)) return; // a refused signal: best effort
         const p = f.ref === null ? undefined : this.pending.get(f.ref);
         if (!p) {
           this.onFrame(f);

@@ -10,7 +10,7 @@
  * @typedef {{type: string, data: any, time: string}} StoredEvent
  * @typedef {{id: number, event: StoredEvent}} EventFrame
  * @typedef {{lastEventId: number, session: ApiSession|null, notice: string|null,
- *            users: ApiUser[], messages: EventFrame[]}} PageState
+ *            users: ApiUser[], messages: EventFrame[], online?: number[]}} PageState
  */
 // The client's own types:
 /**

@@ -13,6 +13,7 @@
  *   signIn: (endpoint: string, name: string, password: string) => Promise<void>,
  *   signOut: () => Promise<void>,
  *   send: (text: string) => Promise<number>,
+ *   typing: (text: string) => void,
  *   rename: (name: string) => Promise<void>,
  *   setType: (id: number, type: string) => Promise<void>,
  *   remove: (id: number) => Promise<void>,
@@ -83,6 +84,9 @@ export class View {
     /** @type {HTMLElement|null} */ this.usersList = null;
     /** @type {HTMLElement|null} */ this.messagesList = null;
     /** @type {HTMLElement|null} */ this.peopleCount = null;
+    /** @type {HTMLElement|null} */ this.typingLine = null;
+    /** @type {WeakMap<Element, string>} each user row's shape: whether it has admin controls, and is the viewer's */
+    this.rowShapes = new WeakMap();
     /** @type {string|null} */ this.connProblem = null;
   }
 
@@ -160,7 +164,7 @@ export class View {
   }
 
   #anonymous() {
-    this.usersList = this.messagesList = this.peopleCount = null;
+    this.usersList = this.messagesList = this.peopleCount = this.typingLine = null;
     /** @param {string} id @param {string} title @param {string} endpoint @param {boolean} creating */
     const form = (id, title, endpoint, creating) => {
       const f = el('form', { id, class: 'card' },
@@ -209,6 +213,7 @@ export class View {
       text,
       el('button', { type: 'submit', text: 'Send' }),
       el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+    text.addEventListener('input', () => this.actions.typing(text.value));
     text.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
         ev.preventDefault();
@@ -249,9 +254,13 @@ export class View {
       }
     });
 
+    // Polite and atomic: the whole line is read, when the person is free, and only when it
+    // changes (renderTyping writes only then); its emptying is not announced.
+    this.typingLine = typingLine();
+
     return [el('div', { class: 'layout' },
       el('section', { class: 'card feed', 'aria-labelledby': 'feed-title' },
-        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, composer),
+        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, this.typingLine, composer),
       el('aside', { class: 'card people', 'aria-labelledby': 'people-title' },
         el('h2', { id: 'people-title' }, 'People ', this.peopleCount), this.usersList, rename))];
   }
@@ -291,8 +300,19 @@ export class View {
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
-  /** @param {ApiUser[]} users @param {ApiAccount|null} account */
-  renderUsers(users, account) {
+  /**
+   * Says who else is typing. The line keeps its place when empty, so that nothing moves, and
+   * is written only when its text changes: a typing signal every 2 s repeats nothing.
+   * @param {string} text
+   */
+  renderTyping(text) {
+    const line = this.typingLine;
+    if (!line || line.textContent === text) return;
+    line.textContent = text;
+  }
+
+  /** @param {ApiUser[]} users @param {ApiAccount|null} account @param {ReadonlySet<number>} online */
+  renderUsers(users, account, online) {
     const list = this.usersList;
     if (!list || !this.peopleCount) return;
     this.peopleCount.textContent = String(users.length);
@@ -304,13 +324,14 @@ export class View {
       rows.delete(u.id);
       const me = account !== null && u.id === account.id;
       const shape = `${admin}/${me}`;
-      if (!li || li.dataset.shape !== shape) {
+      if (!li || this.rowShapes.get(li) !== shape) {
         const fresh = this.#userRow(u, admin, me);
-        fresh.dataset.shape = shape;
+        this.rowShapes.set(fresh, shape);
         if (li) li.replaceWith(fresh);
         li = fresh;
       }
       li.dataset.type = u.type;
+      setPresence(li, online.has(u.id));
       li.querySelector('.name').textContent = u.name;
       const badge = li.querySelector('.badge');
       badge.textContent = u.type;
@@ -393,8 +414,28 @@ export class View {
         controls.append(del);
       }
     }
+    // The same markup as web/static/page.html renders, so that hydration changes nothing.
     return el('li', { class: 'user', 'data-id': u.id },
-      el('span', { class: 'name' }), ' ', el('span', { class: 'badge' }), me && el('span', { class: 'you', text: 'you' }),
-      controls, rowStatus);
+      el('span', { class: 'online-dot', 'aria-hidden': 'true' }), el('span', { class: 'name' }),
+      el('span', { class: 'online-label visually-hidden' }), ' ', el('span', { class: 'badge' }),
+      me && el('span', { class: 'you', text: 'you' }), controls, rowStatus);
   }
+}
+
+/** The line that says who is typing, as web/static/page.html renders it. */
+function typingLine() {
+  return el('p', { id: 'typing', class: 'typing', role: 'status', 'aria-live': 'polite', 'aria-atomic': 'true' });
+}
+
+/**
+ * Shows whether a user is online: the dot's shape (filled or hollow) and colour for the eye,
+ * the words "online" or "offline" for a screen reader (the dot itself is hidden from it).
+ * @param {HTMLElement} li @param {boolean} on
+ */
+function setPresence(li, on) {
+  const value = String(on);
+  if (li.dataset.online === value) return;
+  li.dataset.online = value;
+  const label = /** @type {HTMLElement} */ (li.querySelector('.online-label'));
+  label.textContent = on ? 'online' : 'offline';
 }
