@@ -601,11 +601,18 @@ func (p *Presence) snapshot() ([]byte, int64) {
 	return p.snap, p.ring.seq.Load()
 }
 
+// pumpEvery is how often at most the pump writes a page to every stream: a page costs a write
+// to each signed-in socket, so the frames of a burst (2,000 users coming online) leave together
+// rather than each on its own.
+const pumpEvery = 100 * time.Millisecond
+
 // runPump writes each new run of ephemeral frames to the node's parked signed-in streams (the
-// others send them from the ring themselves), until ctx ends.
+// others send them from the ring themselves), at most every pumpEvery, until ctx ends.
 func (p *Presence) runPump(ctx context.Context) {
 	var page ephPage
 	var targets []*stream
+	pause := time.NewTimer(0)
+	defer pause.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -618,12 +625,18 @@ func (p *Presence) runPump(ctx context.Context) {
 		targets = p.hub.signedInStreams(targets[:0])
 		p.hub.deliverEach(targets, func(s *stream) { s.deliverEphemeral(&page) })
 		clear(targets)
+		pause.Reset(pumpEvery)
+		select {
+		case <-ctx.Done():
+			return
+		case <-pause.C:
+		}
 	}
 }
 
 // fillPage sets page to the frames after it, up to the ring's newest; false when none.
 func (p *Presence) fillPage(page *ephPage) bool {
-	var buf [256]ephFrame
+	var buf [1024]ephFrame
 	p.mu.Lock()
 	n, next, lost := p.ring.readLocked(page.last, buf[:])
 	if lost { // the pump fell behind the ring: streams as far behind find out themselves
