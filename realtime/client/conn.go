@@ -145,6 +145,9 @@ type serverFrame struct {
 	} `json:"signal"`
 }
 
+// presencePrefix starts every presence frame tidings writes.
+var presencePrefix = []byte(`{"type":"presence","online":[`)
+
 // knownFrames are the frame types the client acts on; it ignores every other (PROTOCOL.md
 // section 2: the protocol grows by adding frame types).
 var knownFrames = map[string]bool{
@@ -199,6 +202,9 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 				return -1, "", ctx.Err()
 			}
 			return -1, "", err
+		}
+		if c.cfg.OnPresence == nil && bytes.HasPrefix(msg, presencePrefix) {
+			continue // who is online, which nobody asked for: not worth decoding 2,000 ids
 		}
 		var f serverFrame
 		if err := decodeFrame(msg, &f); err != nil {

@@ -85,13 +85,14 @@ func (c *Client) Signal(ctx context.Context, signalType string, data any) error 
 func (c *Client) presenceFrame(f *serverFrame) (bool, error) {
 	switch f.Type {
 	case "presence":
+		if c.cfg.OnPresence == nil {
+			break
+		}
 		var online []int64
 		if err := json.Unmarshal(f.Online, &online); err != nil {
 			return true, fmt.Errorf("tidings: presence frame: online: %w", err)
 		}
-		if c.cfg.OnPresence != nil {
-			c.cfg.OnPresence(online)
-		}
+		c.cfg.OnPresence(online)
 	case "presence-change":
 		var online bool
 		if err := json.Unmarshal(f.Online, &online); err != nil {
