@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { FakeSocket } from './fakesocket.js';
 import { Connection } from '../static/connection.js';
 import { PresenceStore, TypingSender, TypingStore, typingEvery, typingHold, typingText } from '../static/presence.js';
 
@@ -147,27 +148,6 @@ test('typing signals: at most one every 2 s however fast the keys, none for an e
   assert.equal(sent.length, 5);
 });
 
-class FakeSocket {
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.readyState = 1;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-  send(s) {
-    this.sent.push(JSON.parse(s));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  raw(data) {
-    this.onmessage({ data });
-  }
-  frame(f) {
-    this.raw(JSON.stringify(f));
-  }
-}
 
 function connection() {
   FakeSocket.all = [];

@@ -3,32 +3,10 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { FakeSocket } from './fakesocket.js';
 import { Connection, PublishError, subprotocol } from '../static/connection.js';
 import { MessagesStore, UsersStore, keepMessages, toMessage } from '../static/stores.js';
 
-class FakeSocket {
-  static all = [];
-  constructor(url, protocols) {
-    this.url = url;
-    this.protocols = protocols;
-    this.readyState = 1;
-    this.sent = [];
-    FakeSocket.all.push(this);
-  }
-  send(s) {
-    this.sent.push(JSON.parse(s));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  frame(f) {
-    this.onmessage({ data: JSON.stringify(f) });
-  }
-  serverClose(code, reason = '') {
-    this.readyState = 3;
-    return this.onclose({ code, reason });
-  }
-}
 
 /** A connection whose sockets and timers the test drives. */
 function setup({ random = () => 0.5, lastEventId = 10 } = {}) {
