@@ -28,6 +28,7 @@ type Metrics struct {
 	presenceRows    prometheus.Counter
 	ephNotifies     *prometheus.CounterVec
 	presenceOnlineG prometheus.Gauge
+	presenceChanges prometheus.Counter
 	signals         *prometheus.CounterVec
 }
 
@@ -94,10 +95,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.presenceOnlineG = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "tidings_presence_online", Help: "Users online in this node's view of every node.",
 	})
+	m.presenceChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tidings_presence_changes_total", Help: "Presence changes in this node's view (users coming online or going offline), each sent to every signed-in stream of the node.",
+	})
 	m.signals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tidings_signals_total", Help: "Signals this node's streams sent, by result: sent (in a notification), dropped (the node's queue was full, or the notification failed).",
 	}, []string{"result"})
-	reg.MustRegister(m.presenceWrites, m.presenceRows, m.ephNotifies, m.presenceOnlineG, m.signals)
+	reg.MustRegister(m.presenceWrites, m.presenceRows, m.ephNotifies, m.presenceOnlineG, m.presenceChanges, m.signals)
 	reg.MustRegister(m.hubReadOK, m.hubReadFailures)
 	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting, m.startReads)
 	return m
@@ -209,9 +213,11 @@ func (m *Metrics) presenceWrite(rows int, notified, ok bool) {
 	}
 }
 
-func (m *Metrics) presenceOnline(n int) {
+// presenceChanged counts a change of the view, after which n users are online in it.
+func (m *Metrics) presenceChanged(n int) {
 	if m != nil {
 		m.presenceOnlineG.Set(float64(n))
+		m.presenceChanges.Inc()
 	}
 }
 

@@ -561,7 +561,7 @@ func (p *Presence) changeLocked(u int64, online bool) {
 	} else {
 		p.online--
 	}
-	p.cfg.Metrics.presenceOnline(p.online)
+	p.cfg.Metrics.presenceChanged(p.online)
 }
 
 // addLocked adds a frame to the ring and wakes the pump.
