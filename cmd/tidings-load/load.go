@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -184,10 +183,8 @@ type loadData struct {
 }
 
 func (l *load) run(ctx context.Context) (summary, error) {
-	start := time.Now()
-	usage := startUsage(l.o.pid)
-	selfCPU, _ := cpuSeconds(os.Getpid())
-	machineCPU, _ := machineBusySeconds()
+	meter := startMeter(l.o.pid)
+	start, usage := meter.start, meter.usage
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -281,15 +278,7 @@ func (l *load) run(ctx context.Context) (summary, error) {
 	s.LatencyMs = quantilesOf(all)
 	s.ConnectMs = quantilesOf(l.connect.h)
 	s.DeliveriesPerSecond = math.Round(float64(deliveredLive) / max(pubElapsed, time.Millisecond).Seconds())
-	s.Elapsed = time.Since(start)
-	s.ElapsedSeconds = math.Round(s.Elapsed.Seconds()*100) / 100
-	s.Server = usage.finish()
-	if cpu, err := cpuSeconds(os.Getpid()); err == nil {
-		s.GeneratorCPUSeconds = math.Round((cpu-selfCPU)*100) / 100
-	}
-	if cpu, err := machineBusySeconds(); err == nil {
-		s.MachineCPUSeconds = math.Round((cpu-machineCPU)*100) / 100
-	}
+	meter.finish(&s)
 	return s, nil
 }
 

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -279,10 +277,8 @@ func (r *presenceRun) watcherList() []*pstream {
 }
 
 func (r *presenceRun) run(ctx context.Context) (summary, error) {
-	start := time.Now()
-	usage := startUsage(r.o.pid)
-	selfCPU, _ := cpuSeconds(os.Getpid())
-	machineCPU, _ := machineBusySeconds()
+	meter := startMeter(r.o.pid)
+	start, usage := meter.start, meter.usage
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r.ctx = ctx
@@ -349,15 +345,7 @@ func (r *presenceRun) run(ctx context.Context) (summary, error) {
 			ps.done.Wait()
 		}
 	}
-	s.Elapsed = time.Since(start)
-	s.ElapsedSeconds = math.Round(s.Elapsed.Seconds()*100) / 100
-	s.Server = usage.finish()
-	if cpu, err := cpuSeconds(os.Getpid()); err == nil {
-		s.GeneratorCPUSeconds = math.Round((cpu-selfCPU)*100) / 100
-	}
-	if cpu, err := machineBusySeconds(); err == nil {
-		s.MachineCPUSeconds = math.Round((cpu-machineCPU)*100) / 100
-	}
+	meter.finish(&s)
 	return s, nil
 }
 

@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // serverUsage is what the server process spent during the run (Linux /proc).
@@ -24,6 +26,35 @@ type usageSampler struct {
 	mu      sync.Mutex
 	peakRSS int64 // guarded by mu
 	start   int64
+}
+
+// meter measures a run: its time, the server's usage, this process's CPU and the machine's.
+type meter struct {
+	start      time.Time
+	usage      *usageSampler // nil without a server pid
+	selfCPU    float64
+	machineCPU float64
+}
+
+// startMeter starts measuring a run against the server process pid (0: none).
+func startMeter(pid int) *meter {
+	m := &meter{start: time.Now(), usage: startUsage(pid)}
+	m.selfCPU, _ = cpuSeconds(os.Getpid())
+	m.machineCPU, _ = machineBusySeconds()
+	return m
+}
+
+// finish writes what the run took into s.
+func (m *meter) finish(s *summary) {
+	s.Elapsed = time.Since(m.start)
+	s.ElapsedSeconds = math.Round(s.Elapsed.Seconds()*100) / 100
+	s.Server = m.usage.finish()
+	if cpu, err := cpuSeconds(os.Getpid()); err == nil {
+		s.GeneratorCPUSeconds = math.Round((cpu-m.selfCPU)*100) / 100
+	}
+	if cpu, err := machineBusySeconds(); err == nil {
+		s.MachineCPUSeconds = math.Round((cpu-m.machineCPU)*100) / 100
+	}
 }
 
 // clockTicks is the kernel's USER_HZ, 100 on every Linux this runs on.
