@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +35,7 @@ func TestSmokeRun(t *testing.T) {
 
 	var out strings.Builder
 	args := []string{"-url", n.URL, "-sockets", "300", "-rate", "100", "-duration", "2s", "-api-key", "load-key", "-settle", "20s",
-		"-storm", "-storm-events", "5", "-storm-away", "300ms"}
+		"-storm", "-storm-events", "5", "-storm-away", "300ms", "-pid", strconv.Itoa(os.Getpid())} // the server runs in this process
 	s, err := run(context.Background(), args, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +69,9 @@ func TestSmokeRun(t *testing.T) {
 	}
 	if st.Replayed == nil {
 		t.Errorf("storm: no replay counts from /metrics")
+	}
+	if st.ServerCPUSeconds <= 0 || st.GeneratorCPUSeconds <= 0 {
+		t.Errorf("storm: got %v CPU-s of the server and %v of the generator; want both measured", st.ServerCPUSeconds, st.GeneratorCPUSeconds)
 	}
 	if s.LatencyMs.Max <= 0 || s.LatencyMs.P50 > s.LatencyMs.P99 {
 		t.Fatalf("latency: got %+v", s.LatencyMs)

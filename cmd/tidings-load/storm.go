@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,11 @@ type stormSummary struct {
 	// server (TCP and WebSocket handshakes done; the rest of CurrentMs is the replay).
 	CurrentMs quantiles `json:"currentMs"`
 	OpenedMs  quantiles `json:"openedMs"`
+	// ServerCPUSeconds (with -pid) and GeneratorCPUSeconds are what the server process and this
+	// one spent from the start of the reconnect until every socket was current (or -storm-wait
+	// ran out): on one machine, they tell the server's share of the storm from the generator's.
+	ServerCPUSeconds    float64 `json:"serverCpuSeconds,omitempty"`
+	GeneratorCPUSeconds float64 `json:"generatorCpuSeconds"`
 	// Missing counts events published since the drop that a reconnected socket lacks;
 	// Duplicates and OutOfOrder the frames the reconnected clients dropped.
 	Missing    int64 `json:"missing"`
@@ -136,6 +142,14 @@ func (l *load) runStorm(ctx context.Context, sockets []*socket) (*stormSummary, 
 	l.stormMu.Lock()
 	l.storming = st
 	l.stormMu.Unlock()
+	serverCPU := func() float64 {
+		if l.o.pid <= 0 {
+			return 0
+		}
+		cpu, _ := cpuSeconds(l.o.pid)
+		return cpu
+	}
+	serverBefore, selfBefore := serverCPU(), selfCPUSeconds()
 	st.start = time.Now()
 	for i, sk := range sockets {
 		l.start(ctx, i, sk, st)
@@ -144,6 +158,8 @@ func (l *load) runStorm(ctx context.Context, sockets []*socket) (*stormSummary, 
 	for time.Now().Before(deadline) && ctx.Err() == nil && st.current.Load() < int64(len(sockets)) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	out.ServerCPUSeconds = math.Round((serverCPU()-serverBefore)*100) / 100
+	out.GeneratorCPUSeconds = math.Round((selfCPUSeconds()-selfBefore)*100) / 100
 	l.settle(ctx)
 
 	out.Ready, out.Current, out.Failures = st.ready.Load(), st.current.Load(), st.ended.Load()

@@ -44,6 +44,12 @@ func startMeter(pid int) *meter {
 	return m
 }
 
+// selfCPUSeconds is this process's CPU time so far.
+func selfCPUSeconds() float64 {
+	cpu, _ := cpuSeconds(os.Getpid())
+	return cpu
+}
+
 // finish writes what the run took into s.
 func (m *meter) finish(s *summary) {
 	s.Elapsed = time.Since(m.start)
