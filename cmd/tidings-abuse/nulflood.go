@@ -52,16 +52,14 @@ func (b *bench) nulFlood(ctx context.Context, _ *wellBehaved) (attackResult, err
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	for range b.o.nulSocket {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for range maxReopens {
 				if ctx.Err() != nil {
 					return
 				}
 				b.nulSocketOnce(ctx, hc, &answers, &closes, &sent)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return &nulResult{Sockets: b.o.nulSocket, Sent: sent.Load(), Answers: answers.counts(), Closes: closes.counts()}, nil
@@ -110,9 +108,7 @@ func (b *bench) nulSocketOnce(ctx context.Context, hc *http.Client, answers, clo
 			continue // as many waiting as the node allows
 		}
 		n := sent.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer func() { <-slots }()
 			pctx, pcancel := context.WithTimeout(ctx, b.o.requestTimeout)
 			defer pcancel()
@@ -120,7 +116,7 @@ func (b *bench) nulSocketOnce(ctx context.Context, hc *http.Client, answers, clo
 			if ctx.Err() == nil {
 				answers.add(publishOutcome(err))
 			}
-		}()
+		})
 	}
 }
 

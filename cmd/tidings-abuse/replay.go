@@ -105,9 +105,7 @@ func (b *bench) anonReplay(ctx context.Context, _ *wellBehaved) (attackResult, e
 	var readyIn timings
 	var wg sync.WaitGroup
 	for range b.o.streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			start := time.Now()
 			c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: http.Header{"Origin": {b.origin}}})
 			if err != nil {
@@ -145,7 +143,7 @@ func (b *bench) anonReplay(ctx context.Context, _ *wellBehaved) (attackResult, e
 				io.Copy(io.Discard, r)
 				frames.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return &replayResult{Streams: b.o.streams, LogEvents: head, Opened: opened.Load(), Refused: refused.counts(),

@@ -62,9 +62,7 @@ func (b *bench) slowBodies(ctx context.Context, _ *wellBehaved) (attackResult, e
 	var heldFor timings
 	var wg sync.WaitGroup
 	for range b.o.slow {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			conn, err := d.DialContext(ctx, "tcp", host)
 			if err != nil {
 				refused.add(outcome(0, err))
@@ -98,7 +96,7 @@ func (b *bench) slowBodies(ctx context.Context, _ *wellBehaved) (attackResult, e
 				cut.Add(1)
 				heldFor.add(time.Since(start))
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return &slowResult{Connections: b.o.slow, Opened: opened.Load(), Refused: refused.counts(), BodyBytes: slowBody,

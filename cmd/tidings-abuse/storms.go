@@ -34,15 +34,13 @@ func (b *bench) burst(ctx context.Context, n int, method, path string, body func
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			<-start
 			t0 := time.Now()
 			status, _, err := b.send(ctx, hc, method, path, body(i))
 			took.add(time.Since(t0))
 			answers.add(outcome(status, err))
-		}()
+		})
 	}
 	close(start)
 	wg.Wait()
@@ -114,16 +112,14 @@ func (b *bench) renameFlood(ctx context.Context, _ *wellBehaved) (attackResult, 
 	var sent atomic.Int64
 	var wg sync.WaitGroup
 	for range b.o.renamers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := sent.Add(1); i <= maxPatches && ctx.Err() == nil; i = sent.Add(1) {
 				status, _, err := b.send(ctx, hc, "PATCH", path, bodies[i%2])
 				if ctx.Err() == nil {
 					answers.add(outcome(status, err))
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return &renameResult{Loops: b.o.renamers, Patches: answers.total(), Answers: answers.counts()}, nil
