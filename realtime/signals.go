@@ -32,9 +32,10 @@ type ClientSignal struct {
 }
 
 // signal handles a signal frame: the checks of PROTOCOL.md section 8, then the node sends it.
-// It returns the error frame to answer, or nil: success is silent.
-func (s *stream) signal(f ClientFrame) []byte {
-	refuse := func(code, msg string) []byte { return errorFrame(f.Ref, code, msg) }
+// It returns the error frame to answer, or nil (success is silent), and whether the signal was
+// refused as invalid.
+func (s *stream) signal(f ClientFrame) (answer []byte, invalid bool) {
+	refuse := func(code, msg string) ([]byte, bool) { return errorFrame(f.Ref, code, msg), code == CodeInvalid }
 	p := s.hub.presence
 	switch {
 	case !s.opts.Viewer.SignedIn():
@@ -66,7 +67,7 @@ func (s *stream) signal(f ClientFrame) []byte {
 		return refuse(CodeRateLimited, "this node has too many signals waiting; try again")
 	}
 	s.sigBucket.take()
-	return nil
+	return nil, false
 }
 
 // send queues a signal from user; false when the node's queue is full.

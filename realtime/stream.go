@@ -1,7 +1,6 @@
 package realtime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -436,6 +435,7 @@ func (s *stream) readLoop(ctx context.Context) error {
 			return err
 		}
 		var frame []byte
+		invalid := false // the frame's content was refused as invalid
 		f, err := ParseClientFrame(msg)
 		if typ != websocket.MessageText {
 			err = &FrameError{Code: CodeInvalidFrame, Message: errNotText.Error()}
@@ -448,10 +448,10 @@ func (s *stream) readLoop(ctx context.Context) error {
 		case f.Type == "publish":
 			frame = s.publish(f) // nil: queued, answered when it ran
 		case f.Type == "signal":
-			frame = s.signal(f) // nil: sent; success is silent
+			frame, invalid = s.signal(f) // nil: sent; success is silent
 		}
 		switch {
-		case err != nil, frame != nil && f.Type == "signal" && isInvalidAnswer(frame):
+		case err != nil, invalid:
 			s.countInvalid(true)
 		case frame != nil: // answered at once; a queued publish counts when it is answered
 			s.countInvalid(false)
@@ -460,11 +460,6 @@ func (s *stream) readLoop(ctx context.Context) error {
 			s.sub.Close(closeUnanswered)
 		}
 	}
-}
-
-// isInvalidAnswer reports whether an error frame refuses a frame's content as invalid.
-func isInvalidAnswer(frame []byte) bool {
-	return bytes.Contains(frame, []byte(`"code":"`+CodeInvalid+`"`))
 }
 
 // countInvalid counts an answer to the client: invalid (an invalid frame, or a publish refused
