@@ -36,7 +36,9 @@ func TestStreamsOpeningTogetherShareOneRead(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
 	store := &slowBounds{deafStore: deafStore{data.NewEvents(pool)}, release: make(chan struct{}), first: make(chan struct{})}
-	shared := newSharedBounds(store, 10*time.Second, nil)
+	shared := newSharedRead(10*time.Second, func(ctx context.Context) (data.Bounds, error) {
+		return store.Bounds(ctx, 0)
+	}, nil)
 	ctx, stop := context.WithCancel(context.Background())
 	var run sync.WaitGroup
 	run.Go(func() { shared.run(ctx) })

@@ -77,10 +77,10 @@ type Hub struct {
 	targets []*Subscription // owned by Run: the subscriptions one advance delivers to
 	out     outPage         // owned by Run: the page one advance delivers
 
-	presence *Presence      // set before Run by NewPresence; nil: no presence or signals
-	accounts accountBuckets // publish limits shared by each account's streams
-	bounds   *sharedBounds  // the reads of "now" that opening streams share
-	replays  chan struct{}  // a slot per table replay running; capacity TableReplays
+	presence *Presence                // set before Run by NewPresence; nil: no presence or signals
+	accounts accountBuckets           // publish limits shared by each account's streams
+	bounds   *sharedRead[data.Bounds] // the reads of "now" that opening streams share
+	replays  chan struct{}            // a slot per table replay running; capacity TableReplays
 
 	mu sync.RWMutex
 	// Every event <= head is in the log and was read. Written under mu (with the ring), and
@@ -133,7 +133,9 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		ring:  make([]*Event, cfg.CacheSize),
 		shard: deliverShard,
 
-		bounds:  newSharedBounds(store, cfg.ReadTimeout, cfg.Metrics),
+		bounds: newSharedRead(cfg.ReadTimeout, func(ctx context.Context) (data.Bounds, error) {
+			return store.Bounds(ctx, 0)
+		}, cfg.Metrics.startRead),
 		replays: make(chan struct{}, cfg.TableReplays),
 		subs:    map[*Subscription]struct{}{},
 
