@@ -283,6 +283,31 @@ func (p *Presence) Nodes(ctx context.Context, reapAfter time.Duration) ([]Presen
 	return nodes, nil
 }
 
+// PresenceMark is where one live node's published set stands: its id and the seq of its last
+// write.
+type PresenceMark struct {
+	ID  string
+	Seq int64
+}
+
+// Marks returns every node whose beat is within reapAfter, with the seq of its last write,
+// ordered by node: one short statement that tells a node whether its view of the others is
+// as new as the tables, without reading their users.
+func (p *Presence) Marks(ctx context.Context, reapAfter time.Duration) ([]PresenceMark, error) {
+	rows, err := p.pool.Query(ctx, `
+		SELECT node, seq FROM presence_nodes
+		WHERE beat >= now() - $1 * interval '1 microsecond'
+		ORDER BY node`, reapAfter.Microseconds())
+	if err != nil {
+		return nil, fmt.Errorf("read presence marks: %w", err)
+	}
+	marks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[PresenceMark])
+	if err != nil {
+		return nil, fmt.Errorf("read presence marks: %w", err)
+	}
+	return marks, nil
+}
+
 // Online returns the users online on any live node (beat within reapAfter) who still exist,
 // ascending, read from the tables: what the page and GET /api/presence answer. Never nil.
 func (p *Presence) Online(ctx context.Context, reapAfter time.Duration) ([]int64, error) {

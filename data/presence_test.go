@@ -296,6 +296,13 @@ func TestPresenceBeatReaps(t *testing.T) {
 	if err != nil || len(nodes) != 1 || nodes[0].ID != "a" {
 		t.Fatalf("nodes alive within 5s before d's beat: got %+v, %v; want a", nodes, err)
 	}
+	// The marks say the same, without the users.
+	if marks, err := p.Marks(ctx, 5*time.Second); err != nil || fmt.Sprint(marks) != "[{a 1}]" {
+		t.Fatalf("marks within 5s before d's beat: got %+v, %v; want [{a 1}]", marks, err)
+	}
+	if marks, err := p.Marks(ctx, reapAfter); err != nil || fmt.Sprint(marks) != "[{a 1} {d 1}]" {
+		t.Fatalf("marks within the reap age: got %+v, %v; want a and d at 1", marks, err)
+	}
 	if _, err := p.Beat(ctx, "d", reapAfter); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type Metrics struct {
 	ephNotifies     *prometheus.CounterVec
 	presenceOnlineG prometheus.Gauge
 	presenceChanges prometheus.Counter
+	presenceBehindC prometheus.Counter
 	signals         *prometheus.CounterVec
 }
 
@@ -101,7 +102,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.signals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tidings_signals_total", Help: "Signals this node's streams sent, by result: sent (in a notification), dropped (the node's queue was full, or the notification failed).",
 	}, []string{"result"})
-	reg.MustRegister(m.presenceWrites, m.presenceRows, m.ephNotifies, m.presenceOnlineG, m.presenceChanges, m.signals)
+	m.presenceBehindC = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tidings_presence_view_behind_total", Help: "Presence frames that waited for this node to read every node's set again, because its view was behind the tables (a notification late or lost, a node dead by the database's clock).",
+	})
+	reg.MustRegister(m.presenceWrites, m.presenceRows, m.ephNotifies, m.presenceOnlineG, m.presenceChanges, m.presenceBehindC, m.signals)
 	reg.MustRegister(m.hubReadOK, m.hubReadFailures)
 	reg.MustRegister(m.streams, m.delivered, m.replayed, m.closes, m.listenerUp, m.reconnects, m.head, m.read, m.deliveryLatency, m.writers, m.writerStarts, m.replaysWaiting, m.startReads)
 	return m
@@ -243,5 +247,12 @@ func (m *Metrics) signalsSent(n int, ok bool) {
 		m.signals.WithLabelValues("sent").Add(float64(n))
 	} else {
 		m.signals.WithLabelValues("dropped").Add(float64(n))
+	}
+}
+
+// presenceBehind counts a presence frame that waited for the view to be read again.
+func (m *Metrics) presenceBehind() {
+	if m != nil {
+		m.presenceBehindC.Inc()
 	}
 }

@@ -25,6 +25,7 @@ type PresenceStore interface {
 	Beat(ctx context.Context, node string, reapAfter time.Duration) ([]string, error)
 	Leave(ctx context.Context, node string, reapAfter, linger time.Duration) error
 	Nodes(ctx context.Context, reapAfter time.Duration) ([]data.PresenceNode, error)
+	Marks(ctx context.Context, reapAfter time.Duration) ([]data.PresenceMark, error)
 	Online(ctx context.Context, reapAfter time.Duration) ([]int64, error)
 	Signal(ctx context.Context, body []byte) error
 	Listen(ctx context.Context, cfg data.ListenerConfig, report func(data.ListenerState, *data.PresenceMessage)) error
@@ -93,7 +94,8 @@ type Presence struct {
 	node      string        // this node's id in the store
 	reapAfter time.Duration // a node without a beat for this long is removed
 	beatEvery time.Duration
-	ready     chan struct{} // closed once the node's view was read for the first time
+	ready     chan struct{}                    // closed once the node's view was read for the first time
+	marks     *sharedRead[[]data.PresenceMark] // the reads of the nodes' marks that opening streams share
 
 	// Lock order: lmu, then mu.
 	lmu       sync.Mutex
@@ -114,6 +116,9 @@ type Presence struct {
 	deleted map[int64]bool       // guarded by mu: users deleted while listed somewhere
 	online  int                  // guarded by mu: users online in the view
 	snap    []byte               // guarded by mu: the presence frame of the view; nil when stale
+	begun   int64                // guarded by mu: the reads of every node's set begun (readAll)
+	read    int64                // guarded by mu: the number of the last one that succeeded
+	wasRead chan struct{}        // guarded by mu: closed, and replaced, when a read succeeds
 	ring    ephRing              // guarded by mu (seq readable without it)
 }
 
@@ -151,7 +156,11 @@ func NewPresence(hub *Hub, store PresenceStore, cfg PresenceConfig) *Presence {
 		count:     map[int64]int{},
 		deleted:   map[int64]bool{},
 		ring:      newEphRing(),
+		wasRead:   make(chan struct{}),
 	}
+	p.marks = newSharedRead(cfg.CallTimeout, func(ctx context.Context) ([]data.PresenceMark, error) {
+		return store.Marks(ctx, p.reapAfter)
+	}, nil)
 	hub.presence = p
 	return p
 }
@@ -174,6 +183,7 @@ func (p *Presence) Run(ctx context.Context) error {
 	wg.Go(func() { p.receive(ctx) })
 	wg.Go(func() { p.sendSignals(ctx) })
 	wg.Go(func() { p.runPump(ctx) })
+	wg.Go(func() { p.marks.run(ctx) })
 	p.write(ctx)
 	wg.Wait()
 	lctx, cancel := context.WithTimeout(context.Background(), p.cfg.CallTimeout)
@@ -414,6 +424,10 @@ func (p *Presence) receive(ctx context.Context) {
 
 // readAll replaces the view with every live node's set, read from the store.
 func (p *Presence) readAll(ctx context.Context) error {
+	p.mu.Lock()
+	p.begun++
+	this := p.begun
+	p.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, p.cfg.CallTimeout)
 	nodes, err := p.store.Nodes(cctx, p.reapAfter)
 	cancel()
@@ -458,6 +472,9 @@ func (p *Presence) readAll(ctx context.Context) error {
 			}
 		}
 	}
+	p.read = this
+	close(p.wasRead)
+	p.wasRead = make(chan struct{})
 	select {
 	case <-p.ready:
 	default:
@@ -576,11 +593,69 @@ func (p *Presence) addLocked(f ephFrame) {
 	}
 }
 
-// snapshot returns the presence frame of the view, and the number of the last frame it
-// reflects: a stream sends it after ready, then the frames after that number.
-func (p *Presence) snapshot() ([]byte, int64) {
+// snapshotAfter returns the presence frame of the view, and the number of the last frame it
+// reflects (a stream sends the frame after ready, then the frames after that number), once the
+// view is at least as new as the tables were at the read of marks, which began after the
+// stream opened. The database decides who is online, not how far this node's listener got: a
+// view behind the tables (a notification late or lost, a node dead by the database's clock but
+// not reaped yet) is read again from them first.
+func (p *Presence) snapshotAfter(ctx context.Context, marks *readCall[[]data.PresenceMark]) ([]byte, int64, error) {
+	m, err := marks.wait(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the presence marks: %w", err)
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	if p.coversLocked(m) {
+		defer p.mu.Unlock()
+		frame, seq := p.snapshotLocked()
+		return frame, seq, nil
+	}
+	want := p.begun + 1 // a read of every node's set that begins after the marks were read
+	p.mu.Unlock()
+	p.cfg.Metrics.presenceBehind()
+	p.resync.Store(true)
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*p.cfg.CallTimeout)
+	defer cancel()
+	for {
+		p.mu.Lock()
+		if p.read >= want {
+			defer p.mu.Unlock()
+			frame, seq := p.snapshotLocked()
+			return frame, seq, nil
+		}
+		ch := p.wasRead
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("read every node's presence: %w", ctx.Err())
+		}
+	}
+}
+
+// coversLocked reports whether the view holds every live node of marks at its seq or later,
+// and no other node.
+func (p *Presence) coversLocked(marks []data.PresenceMark) bool {
+	others := 0
+	for _, m := range marks {
+		if m.ID == p.node {
+			continue // this node's set is in the view at once
+		}
+		others++
+		if nv := p.nodes[m.ID]; nv == nil || nv.seq < m.Seq {
+			return false
+		}
+	}
+	return others == len(p.nodes)
+}
+
+// snapshotLocked returns the presence frame of the view, and the number of the last frame it
+// reflects.
+func (p *Presence) snapshotLocked() ([]byte, int64) {
 	if p.snap == nil {
 		online := make([]int64, 0, len(p.count))
 		for u := range p.count {

@@ -214,6 +214,40 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestPresenceFrameFollowsTheTables: a stream's presence frame says what the tables say once it
+// has opened, not what the node's view has heard: a node whose notification never arrived is in
+// it, and a node dead by the database's clock, which nobody has reaped yet, is not. The view
+// is read again on the way, so the streams already open hear the difference as changes.
+func TestPresenceFrameFollowsTheTables(t *testing.T) {
+	t.Parallel()
+	pool := datatest.NewPool(t)
+	a := startPresenceNode(t, pool, PresenceConfig{Grace: time.Hour, Timeout: time.Hour})
+	ctx := context.Background()
+	// Another node's first write, whose notification was lost: in the tables, not in a's view.
+	if _, err := pool.Exec(ctx, `
+		WITH n AS (INSERT INTO presence_nodes (node, seq, beat) VALUES ('silent', 1, now()) RETURNING node)
+		INSERT INTO presence_users (node, user_id) SELECT node, 501 FROM n`); err != nil {
+		t.Fatal(err)
+	}
+	if a.presence.inView(501) {
+		t.Fatal("the view heard of a write that notified nobody")
+	}
+	two, online := a.open(t, 2)
+	if !slices.Equal(online, []int64{2, 501}) {
+		t.Fatalf("presence with a notification lost: got %v, want [2 501]", online)
+	}
+	// That node stops beating: dead by the database's clock (its timeout is an hour), and no
+	// node has reaped it (a's next beat is 12 minutes away).
+	if _, err := pool.Exec(ctx, "UPDATE presence_nodes SET beat = now() - interval '2 hours' WHERE node = 'silent'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, online := a.open(t, 3); !slices.Equal(online, []int64{2, 3}) {
+		t.Fatalf("presence with a dead node not reaped: got %v, want [2 3]", online)
+	}
+	two.wantChange("3 on")
+	two.wantChange("501 off")
+}
+
 // leftAtEmpty reports whether node n has no user in their grace.
 func (n *presenceNode) graceOver() bool {
 	n.presence.lmu.Lock()

@@ -31,6 +31,9 @@ type writer struct {
 	// ring's frames after ephCursor.
 	ephLive   bool
 	ephCursor int64
+	// marks is the read of the presence nodes' marks that a signed-in stream joins as it
+	// starts: its presence frame waits for the view to be as new as that read.
+	marks *readCall[[]data.PresenceMark]
 	// overSince is when the live stream was first seen more than MaxLag behind with its
 	// oldest waiting event gone from the cache (zero: it is not).
 	overSince time.Time
@@ -129,6 +132,9 @@ func (w *writer) park() bool {
 // ready at once when there is nothing to replay.
 func (w *writer) start(ctx context.Context) error {
 	after := w.opts.LastEventID
+	if p := w.hub.presence; p != nil && w.opts.Viewer.SignedIn() {
+		w.marks = p.marks.join() // read alongside the log's bounds, for the presence frame
+	}
 	var b data.Bounds
 	if w.opts.Watermark == nil || after != nil {
 		var err error
@@ -172,7 +178,10 @@ func (w *writer) maybeReady() error {
 	}
 	if p := w.hub.presence; p != nil && w.opts.Viewer.SignedIn() {
 		// Who is online, then every change after it (PROTOCOL.md section 8).
-		frame, seq := p.snapshot()
+		frame, seq, err := p.snapshotAfter(w.ctx, w.marks)
+		if err != nil {
+			return err
+		}
 		w.ephLive, w.ephCursor = true, seq
 		return w.write(frame)
 	}
