@@ -84,6 +84,16 @@ func (c *readCall[T]) wait(ctx context.Context) (T, error) {
 	}
 }
 
+// answered reports whether the read has its result.
+func (c *readCall[T]) answered() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // run makes the shared reads until ctx ends; the callers still waiting then get an error.
 func (r *sharedRead[T]) run(ctx context.Context) {
 	for {

@@ -167,23 +167,37 @@ func (w *writer) reset(wm int64) error {
 	return w.maybeReady()
 }
 
-// maybeReady sends ready once the replay has reached readyAt.
+// maybeReady sends ready once the replay has reached readyAt, and to a signed-in stream the
+// presence frame after it.
 func (w *writer) maybeReady() error {
 	if w.ready || w.cursor < w.readyAt {
 		return nil
 	}
 	w.ready = true
+	p := w.hub.presence
+	if p == nil || !w.opts.Viewer.SignedIn() {
+		return w.write(watermarkFrame("ready", w.readyAt))
+	}
+	// ready and the presence frame leave in one write when the marks are read already (they
+	// were read alongside the log's bounds); otherwise ready does not wait for them.
+	inBurst := w.held
+	if w.marks.answered() {
+		w.hold()
+	}
 	if err := w.write(watermarkFrame("ready", w.readyAt)); err != nil {
 		return err
 	}
-	if p := w.hub.presence; p != nil && w.opts.Viewer.SignedIn() {
-		// Who is online, then every change after it (PROTOCOL.md section 8).
-		frame, seq, err := p.snapshotAfter(w.ctx, w.marks)
-		if err != nil {
-			return err
-		}
-		w.ephLive, w.ephCursor = true, seq
-		return w.write(frame)
+	// Who is online, then every change after it (PROTOCOL.md section 8).
+	frame, seq, err := p.snapshotAfter(w.ctx, w.marks)
+	if err != nil {
+		return err
+	}
+	w.ephLive, w.ephCursor = true, seq
+	if err := w.write(frame); err != nil {
+		return err
+	}
+	if !inBurst && w.held {
+		return w.release()
 	}
 	return nil
 }
