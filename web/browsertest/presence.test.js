@@ -168,6 +168,9 @@ test('a new page shows who is online from its first paint: the server renders wh
     w.canon = canon;
     w.peopleStates = [];
     const record = () => {
+      // While the parser runs, the list is incomplete (a busy machine shows it in pieces); the
+      // parsed list is recorded once at 'interactive', then every state the scripts make.
+      if (document.readyState === 'loading') return;
       const rows = [...document.querySelectorAll('#users li.user')].map((li) => [
         li.querySelector('.name')?.textContent, li.getAttribute('data-online'), li.querySelector('.online-label')?.textContent ?? null]);
       if (rows.length) w.peopleStates.push(rows);
