@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"tidings/auth"
 	"tidings/data/datatest"
@@ -226,3 +230,51 @@ func TestBearerClientLostRotationResponse(t *testing.T) {
 	default:
 	}
 }
+
+// TestBearerTokenStaysOutOfLogs: the client's logs (a bad frame ends a connection, and the
+// error is logged) never show a token, and the upgrade carries it only in Authorization, never
+// in its URL.
+func TestBearerTokenStaysOutOfLogs(t *testing.T) {
+	t.Parallel()
+	const secret = "c2VjcmV0LXRva2VuLXRoYXQtbXVzdC1uZXZlci1sZWFr"
+	var auths atomic.Value
+	url, connections := rawServer(t, func(ctx context.Context, ws *websocket.Conn) {
+		writeFrames(ctx, ws, `{"type":"session","session":{"id":1},"notice":null}`,
+			`{"type":"token","token":"`+secret+`","id":"not a number"}`)
+	})
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		auths.Store(r.Header.Get("Authorization") + " " + r.URL.String())
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	runClient(t, client.Config{URL: url, Token: "first-token", HTTPClient: hc, Logger: logger, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	deadline := time.Now().Add(10 * time.Second)
+	for connections.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if connections.Load() < 3 || !strings.Contains(logs.String(), "bad frame") {
+		t.Fatalf("got %d connections and logs %q; want the bad frame logged and reconnects", connections.Load(), logs.String())
+	}
+	if strings.Contains(logs.String(), secret) || strings.Contains(logs.String(), "first-token") {
+		t.Fatalf("a token is in the logs: %s", logs.String())
+	}
+	if got := auths.Load().(string); !strings.HasPrefix(got, "Bearer first-token ") || strings.Contains(got[len("Bearer first-token "):], "token") {
+		t.Fatalf("the upgrade: got Authorization and URL %q", got)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

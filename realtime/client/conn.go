@@ -224,6 +224,9 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 		}
 		var f serverFrame
 		if err := decodeFrame(msg, &f); err != nil {
+			if bytes.Contains(msg, []byte(`"token"`)) {
+				msg = []byte("[a frame that may hold a session token]") // errors end up in logs
+			}
 			return -1, "", fmt.Errorf("tidings: bad frame %q: %w", msg, err)
 		}
 		if err := c.handle(ctx, cn, f); err != nil {
