@@ -16,5 +16,8 @@
 //   - a slow socket never slows the others: when it falls more than MaxLag events behind while
 //     live, or a write stalls for WriteTimeout, it is closed with 4004 and resumes from its last
 //     id on reconnect; the hub never waits for a socket and holds no per-socket queue;
+//   - a frame handed over at CloseAt (StreamOptions.FinalFrame: a bearer session's successor
+//     token) is written by the stream's writer before its close frame, whatever close was asked
+//     meanwhile;
 //   - every goroutine a stream starts is joined before Serve returns.
 package realtime

@@ -127,8 +127,20 @@ type StreamOptions struct {
 	// when the client first shows that it received the upgrade: its first frame read (a close
 	// frame too), or the pong to a ping that the stream sends as it starts when OnProven is
 	// set (beside the session frame; the two may leave in either order). A 101 written is no
-	// proof: the connection can drop before the client reads it.
+	// proof: the connection can drop before the client reads it. With TokenFrame set, only the
+	// pong to a ping sent after the token frame is proof: a frame of the client may have
+	// crossed the token frame on its way.
 	OnProven func()
+	// TokenFrame, if set, is sent right after the session frame: a bearer stream whose upgrade
+	// rotated its session hands the successor's token over this way (docs/protocol.md,
+	// "Bearer sessions").
+	TokenFrame []byte
+	// FinalFrame, if set, is called by the stream's writer when CloseAt comes, with a context
+	// bounded by the write timeout; the frame it returns, if any, is sent just before the
+	// close with CloseAtReason. A bearer stream rotates its session there and hands the
+	// successor's token over. It is not called when the stream closes for another reason
+	// first.
+	FinalFrame func(ctx context.Context) []byte
 }
 
 // stream is one socket's delivery state.
@@ -152,10 +164,12 @@ type stream struct {
 	cancel context.CancelFunc
 	w      *writer // owned by the drive while one runs, else by the hub under mu
 
-	ping    *time.Timer
-	pingDue atomic.Bool    // a ping is due
-	drives  sync.WaitGroup // the drive, while one runs
-	framed  chan struct{}  // closed by the reader at the client's first frame, if OnProven is set
+	ping      *time.Timer
+	pingDue   atomic.Bool    // a ping is due
+	finalDue  atomic.Bool    // CloseAt came: the writer asks FinalFrame, then closes
+	drives    sync.WaitGroup // the drive, while one runs
+	framed    chan struct{}  // closed by the reader at the client's first frame, if OnProven is set
+	tokenSent chan struct{}  // closed by the writer once TokenFrame is written, if OnProven is set
 
 	pubs      *publishes  // owned by the reader: made at the stream's first publish
 	sigBucket tokenBucket // owned by the reader: made at the stream's first signal
@@ -189,6 +203,9 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 	s := &stream{hub: h, conn: conn, cork: sock.cork, cfg: cfg, opts: opts, ctx: ctx, cancel: cancel}
 	if opts.OnProven != nil {
 		s.framed = make(chan struct{})
+		if opts.TokenFrame != nil {
+			s.tokenSent = make(chan struct{})
+		}
 	}
 	s.w = &writer{stream: s}
 	var cutoff int64
@@ -216,7 +233,14 @@ func (h *Hub) Serve(ctx context.Context, sock *Socket, cfg StreamConfig, opts St
 		defer p.closed(opts.Viewer.UserID)
 	}
 	if !opts.CloseAt.IsZero() {
-		timer := time.AfterFunc(time.Until(opts.CloseAt), func() { sub.Close(opts.CloseAtReason) })
+		timer := time.AfterFunc(time.Until(opts.CloseAt), func() {
+			if opts.FinalFrame == nil {
+				sub.Close(opts.CloseAtReason)
+				return
+			}
+			s.finalDue.Store(true) // the writer sends the final frame, then closes
+			s.kick()
+		})
 		defer timer.Stop()
 	}
 	s.ping = time.AfterFunc(cfg.PingInterval, func() {
@@ -374,9 +398,18 @@ func (s *stream) takeControls() [][]byte {
 }
 
 // prove calls OnProven once the client shows that it received the upgrade: a frame read, or
-// the pong to the ping it sends at once. It returns when it has, or when the stream ends, and
-// waits for its ping.
+// the pong to the ping it sends at once. With a token frame, only the pong to a ping sent after
+// it counts. It returns when it has, or when the stream ends, and waits for its ping.
 func (s *stream) prove(ctx context.Context) {
+	framed := s.framed
+	if s.tokenSent != nil {
+		select {
+		case <-s.tokenSent:
+		case <-ctx.Done():
+			return
+		}
+		framed = nil // a frame sent before the client read the token frame proves nothing
+	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
 	pinged := make(chan struct{})
 	var pingErr error // set before pinged is closed
@@ -391,15 +424,18 @@ func (s *stream) prove(ctx context.Context) {
 	pong := pinged
 	for {
 		select {
-		case <-s.framed:
+		case <-framed:
 		case <-pong:
 			if pingErr != nil {
 				pong = nil // no pong in time: only a frame can show it now
+				if framed == nil {
+					return
+				}
 				continue
 			}
 		case <-ctx.Done():
 			// A frame or a pong that came just before the end still counts.
-			if !isClosed(s.framed) && (pong == nil || !isClosed(pong) || pingErr != nil) {
+			if !isClosed(framed) && (pong == nil || !isClosed(pong) || pingErr != nil) {
 				return
 			}
 		}

@@ -48,6 +48,14 @@ func (w *writer) run(first bool) (err error, parked bool) {
 		if err := w.write(w.opts.SessionFrame); err != nil {
 			return nil, false // the peer is gone; the reader sees it too
 		}
+		if w.opts.TokenFrame != nil {
+			if err := w.write(w.opts.TokenFrame); err != nil {
+				return nil, false
+			}
+			if w.tokenSent != nil {
+				close(w.tokenSent) // the ping that proves it goes after it
+			}
+		}
 		if r := w.sub.closeReason(); r != nil {
 			return w.close(*r), false
 		}
@@ -69,6 +77,15 @@ func (w *writer) run(first bool) (err error, parked bool) {
 		}
 		if r := w.sub.closeReason(); r != nil {
 			return w.close(*r), false
+		}
+		if w.finalDue.Swap(false) {
+			// Written by the writer itself before the close: a close asked meanwhile (the
+			// control event of the very rotation FinalFrame makes, say) waits for it.
+			if err := w.final(ctx); err != nil {
+				return nil, false
+			}
+			w.sub.Close(w.opts.CloseAtReason)
+			continue
 		}
 		if w.pingDue.Swap(false) {
 			pctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
@@ -117,7 +134,7 @@ func (w *writer) park() bool {
 	s := w.stream
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !w.ready || w.held || len(s.controls) > 0 || s.pingDue.Load() || s.done ||
+	if !w.ready || w.held || len(s.controls) > 0 || s.pingDue.Load() || s.finalDue.Load() || s.done ||
 		s.hub.head.Load() > w.cursor || w.ephemeralPending() || s.sub.closeReason() != nil {
 		return false
 	}
@@ -377,6 +394,17 @@ func (w *writer) fail(err error) error {
 	}
 	w.close(CloseInternal)
 	return err
+}
+
+// final sends the frame that FinalFrame returns, if any, asked within the write timeout.
+func (w *writer) final(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(ctx, w.cfg.WriteTimeout)
+	frame := w.opts.FinalFrame(fctx)
+	cancel()
+	if frame == nil {
+		return nil
+	}
+	return w.write(frame)
 }
 
 // write sends one frame: within the open burst, or in a burst of its own.

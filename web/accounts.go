@@ -17,20 +17,26 @@ import (
 	"tidings/data"
 )
 
-// credentials is the body of register and login.
-type credentials struct {
-	Name     *string `json:"name"`
-	Password *string `json:"password"`
+// SignInBody is the body of register and login.
+type SignInBody struct {
+	Name, Password string
+	// Bearer asks for a bearer session: its token in the answer, no session cookie.
+	Bearer bool
 }
 
-// ParseCredentials reads the body of POST /api/auth/register and login: an object with string
-// name and password (other fields are ignored).
-func ParseCredentials(body []byte) (name, password string, err error) {
-	var c credentials
-	if json.Unmarshal(body, &c) != nil || c.Name == nil || c.Password == nil {
-		return "", "", badRequest("invalid-body", `the body must be {"name":"…","password":"…"}`)
+// ParseSignIn reads the body of POST /api/auth/register and login: an object with string name
+// and password, and an optional boolean bearer (null or absent: false); other fields are
+// ignored.
+func ParseSignIn(body []byte) (SignInBody, error) {
+	var c struct {
+		Name     *string `json:"name"`
+		Password *string `json:"password"`
+		Bearer   *bool   `json:"bearer"`
 	}
-	return *c.Name, *c.Password, nil
+	if json.Unmarshal(body, &c) != nil || c.Name == nil || c.Password == nil {
+		return SignInBody{}, badRequest("invalid-body", `the body must be {"name":"…","password":"…","bearer"?:true|false}`)
+	}
+	return SignInBody{Name: *c.Name, Password: *c.Password, Bearer: c.Bearer != nil && *c.Bearer}, nil
 }
 
 // userPatch is the body of PATCH /api/users/:id.
@@ -94,35 +100,55 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 	h.signIn(w, r, http.StatusOK, h.deps.Auth.Login)
 }
 
-// signIn reads credentials, opens a session with them, and answers status with its cookie and
-// the device cookie.
+// signInAnswer is the answer of register and login: the session, and for a bearer session
+// its token.
+type signInAnswer struct {
+	*ApiSession
+	Token string `json:"token,omitempty"`
+}
+
+// signIn reads credentials, opens a session with them, and answers status with the session and
+// the device cookie, and the session's token: in its cookie, or for a bearer session in the
+// answer. (The Origin was checked before: a mutation from an Origin not allowed is a 403, so
+// bearer sessions go only to allowed origins and to clients that send none.)
 func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, status int, open func(context.Context, auth.Credentials) (auth.SignIn, error)) {
 	body, err := readBody(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	name, password, err := ParseCredentials(body)
+	in, err := ParseSignIn(body)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	in, err := open(r.Context(), auth.Credentials{Name: name, Password: password, Addr: h.clientAddr(r), Device: h.deviceToken(r)})
+	opened, err := open(r.Context(), auth.Credentials{Name: in.Name, Password: in.Password, Addr: h.clientAddr(r), Device: h.deviceToken(r)})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.setCookie(w, in.Token, in.Session.ExpiresAt)
-	h.setDeviceCookie(w, in.Device, in.DeviceExpires)
-	writeJSON(w, status, newApiSession(in.Session))
+	answer := signInAnswer{ApiSession: newApiSession(opened.Session)}
+	if in.Bearer {
+		answer.Token = string(opened.Token)
+	} else {
+		h.setCookie(w, opened.Token, opened.Session.ExpiresAt)
+	}
+	h.setDeviceCookie(w, opened.Device, opened.DeviceExpires)
+	writeJSON(w, status, answer)
 }
 
+// logout ends the session the request presents: its bearer token, or its cookie.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	if err := h.deps.Auth.Logout(r.Context(), h.token(r)); err != nil {
+	cred, err := h.credential(r, false)
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.clearCookie(w)
+	if err := h.deps.Auth.Logout(r.Context(), cred.token); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	h.handOver(w, cred, auth.Resolution{ClearCookie: true})
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -49,53 +49,59 @@ func containsFold(keys []string, k string) bool {
 var credentialBodies = []struct {
 	body           string
 	name, password string
+	bearer         bool
 	ok             bool
 }{
-	{`{"name":"alice","password":"secret-password"}`, "alice", "secret-password", true},
-	{` {"password":"p","name":"n","extra":[1,2]} `, "n", "p", true},
-	{`{"name":"","password":""}`, "", "", true}, // validated by auth, not here
-	{`{"name":"\u00e9\n","password":"a\"b"}`, "é\n", `a"b`, true},
-	{``, "", "", false},
-	{`null`, "", "", false},
-	{`{}`, "", "", false},
-	{`[]`, "", "", false},
-	{`"alice"`, "", "", false},
-	{`{"name":"alice"}`, "", "", false},
-	{`{"password":"secret-password"}`, "", "", false},
-	{`{"name":null,"password":"secret-password"}`, "", "", false},
-	{`{"name":"alice","password":null}`, "", "", false},
-	{`{"name":1,"password":"secret-password"}`, "", "", false},
-	{`{"name":"alice","password":["x"]}`, "", "", false},
-	{`{"name":"alice","password":"secret-password"`, "", "", false},
-	{`{"name":"alice","password":"secret-password"}}`, "", "", false},
-	{`{"name":"alice","password":"secret-password"} {}`, "", "", false},
-	{"{\"name\":\"alice\",\"password\":\"secret\xff\"}x", "", "", false},
+	{`{"name":"alice","password":"secret-password"}`, "alice", "secret-password", false, true},
+	{` {"password":"p","name":"n","extra":[1,2]} `, "n", "p", false, true},
+	{`{"name":"","password":""}`, "", "", false, true}, // validated by auth, not here
+	{`{"name":"\u00e9\n","password":"a\"b"}`, "é\n", `a"b`, false, true},
+	{`{"name":"alice","password":"secret-password","bearer":true}`, "alice", "secret-password", true, true},
+	{`{"bearer":false,"name":"alice","password":"secret-password"}`, "alice", "secret-password", false, true},
+	{`{"name":"alice","password":"secret-password","bearer":null}`, "alice", "secret-password", false, true},
+	{`{"name":"alice","password":"secret-password","bearer":"true"}`, "", "", false, false},
+	{`{"name":"alice","password":"secret-password","bearer":1}`, "", "", false, false},
+	{``, "", "", false, false},
+	{`null`, "", "", false, false},
+	{`{}`, "", "", false, false},
+	{`[]`, "", "", false, false},
+	{`"alice"`, "", "", false, false},
+	{`{"name":"alice"}`, "", "", false, false},
+	{`{"password":"secret-password"}`, "", "", false, false},
+	{`{"name":null,"password":"secret-password"}`, "", "", false, false},
+	{`{"name":"alice","password":null}`, "", "", false, false},
+	{`{"name":1,"password":"secret-password"}`, "", "", false, false},
+	{`{"name":"alice","password":["x"]}`, "", "", false, false},
+	{`{"name":"alice","password":"secret-password"`, "", "", false, false},
+	{`{"name":"alice","password":"secret-password"}}`, "", "", false, false},
+	{`{"name":"alice","password":"secret-password"} {}`, "", "", false, false},
+	{"{\"name\":\"alice\",\"password\":\"secret\xff\"}x", "", "", false, false},
 }
 
-func TestParseCredentials(t *testing.T) {
+func TestParseSignIn(t *testing.T) {
 	t.Parallel()
 	for _, c := range credentialBodies {
-		name, password, err := ParseCredentials([]byte(c.body))
+		got, err := ParseSignIn([]byte(c.body))
 		if c.ok {
-			if err != nil || name != c.name || password != c.password {
-				t.Errorf("%q: got %q, %q, %v; want %q, %q, nil", c.body, name, password, err, c.name, c.password)
+			if want := (SignInBody{c.name, c.password, c.bearer}); err != nil || got != want {
+				t.Errorf("%q: got %+v, %v; want %+v, nil", c.body, got, err, want)
 			}
 			continue
 		}
-		if !isBadRequest(err) || name != "" || password != "" {
-			t.Errorf("%q: got %q, %q, %v; want a 400", c.body, name, password, err)
+		if !isBadRequest(err) || got != (SignInBody{}) {
+			t.Errorf("%q: got %+v, %v; want a 400", c.body, got, err)
 		}
 	}
 }
 
-// FuzzParseCredentials checks that any body is either refused with a 400 or is a JSON object
-// whose name and password survive a round trip.
-func FuzzParseCredentials(f *testing.F) {
+// FuzzParseSignIn checks that any body is either refused with a 400 or is a JSON object whose
+// name, password and bearer survive a round trip.
+func FuzzParseSignIn(f *testing.F) {
 	for _, c := range credentialBodies {
 		f.Add([]byte(c.body))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		name, password, err := ParseCredentials(body)
+		in, err := ParseSignIn(body)
 		if err != nil {
 			if !isBadRequest(err) {
 				t.Fatalf("%q: got error %v, want a 400", body, err)
@@ -105,10 +111,9 @@ func FuzzParseCredentials(f *testing.F) {
 		if !isObject(body) {
 			t.Fatalf("%q: got accepted, want a 400 for anything but a JSON object", body)
 		}
-		again, _ := json.Marshal(map[string]string{"name": name, "password": password})
-		n2, p2, err := ParseCredentials(again)
-		if err != nil || n2 != name || p2 != password {
-			t.Fatalf("%q: round trip of %q, %q got %q, %q, %v", body, name, password, n2, p2, err)
+		again, _ := json.Marshal(map[string]any{"name": in.Name, "password": in.Password, "bearer": in.Bearer})
+		if back, err := ParseSignIn(again); err != nil || back != in {
+			t.Fatalf("%q: round trip of %+v got %+v, %v", body, in, back, err)
 		}
 	})
 }

@@ -162,6 +162,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", id)
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	if h.cors(w, r) { // a preflight, answered; otherwise every answer below carries CORS
+		return
+	}
 	if r.URL.Path != "/api/events" {
 		// Every handler but the stream's answers within requestTimeout: the database calls
 		// it makes end with this context.

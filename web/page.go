@@ -234,7 +234,8 @@ func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, 
 	if err != nil {
 		return pageState{}, err
 	}
-	res, err := h.resolve(w, r)
+	// The page is the bundled client's, on the server's own origin: its session is the cookie's.
+	res, err := h.resolveAs(w, r, credential{token: h.token(r)})
 	if err != nil {
 		return pageState{}, err
 	}

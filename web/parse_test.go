@@ -185,6 +185,15 @@ func TestOrigins(t *testing.T) {
 		{nil, "localhost:8080", false, []string{"http://localhost:8080", "http://localhost:8080"}, false},
 		{[]string{"https://app.example"}, "internal:8080", false, []string{"https://app.example"}, true},
 		{[]string{"https://app.example"}, "internal:8080", false, []string{"http://internal:8080"}, false},
+		// Desktop wrappers: origins of other schemes, listed, match exactly as written.
+		{[]string{"tauri://localhost", "app://main"}, "internal:8080", false, []string{"tauri://localhost"}, true},
+		{[]string{"tauri://localhost", "app://main"}, "internal:8080", false, []string{"app://main"}, true},
+		{[]string{"tauri://localhost"}, "internal:8080", false, []string{"TAURI://localhost"}, false},
+		{[]string{"tauri://localhost"}, "internal:8080", false, []string{"tauri://localhost:1"}, false},
+		{[]string{"tauri://localhost"}, "internal:8080", false, []string{"app://main"}, false},
+		{[]string{"tauri://localhost"}, "internal:8080", false, []string{"http://internal:8080"}, false},
+		{nil, "localhost:8080", false, []string{"tauri://localhost"}, false},
+		{[]string{"null", "*"}, "localhost:8080", false, []string{"null"}, false},
 	}
 	for _, tc := range cases {
 		r := httptest.NewRequest("GET", "/api/events", nil)

@@ -120,6 +120,7 @@ type frame struct {
 	Session     json.RawMessage `json:"session"`
 	Notice      *string         `json:"notice"`
 	Online      []int64         `json:"online"`
+	Token       string          `json:"token"`
 }
 
 type client struct {

@@ -115,24 +115,42 @@ func (h *Handler) writeCookie(w http.ResponseWriter, name string, token auth.Tok
 	http.SetCookie(w, c)
 }
 
-// resolve reads the request's session, rotating it when due, and sets or clears the cookie in
-// the response as the resolution asks.
+// resolve reads the session of an API request (its bearer token, else its cookie), rotating it
+// when due, and hands the client what the resolution asks (handOver).
 func (h *Handler) resolve(w http.ResponseWriter, r *http.Request) (auth.Resolution, error) {
-	token := h.token(r)
-	if token == "" {
+	cred, err := h.credential(r, false)
+	if err != nil {
+		return auth.Resolution{}, err
+	}
+	return h.resolveAs(w, r, cred)
+}
+
+// resolveAs resolves cred's session and hands the client what the resolution asks.
+func (h *Handler) resolveAs(w http.ResponseWriter, r *http.Request, cred credential) (auth.Resolution, error) {
+	if cred.token == "" {
 		return auth.Resolution{}, nil
 	}
-	res, err := h.deps.Auth.Resolve(r.Context(), token)
+	res, err := h.deps.Auth.Resolve(r.Context(), cred.token)
 	if err != nil {
 		return res, err
 	}
+	h.handOver(w, cred, res)
+	return res, nil
+}
+
+// handOver sets or clears the session's token in the response as res asks: the cookie, or for
+// a bearer token the Tidings-Session-Token header (the successor, or empty: forget the token).
+func (h *Handler) handOver(w http.ResponseWriter, cred credential, res auth.Resolution) {
 	switch {
+	case res.NewToken != "" && cred.bearer:
+		w.Header().Set(TokenHeader, string(res.NewToken))
 	case res.NewToken != "":
 		h.setCookie(w, res.NewToken, res.Session.ExpiresAt)
+	case res.ClearCookie && cred.bearer:
+		w.Header()[TokenHeader] = []string{""}
 	case res.ClearCookie:
 		h.clearCookie(w)
 	}
-	return res, nil
 }
 
 // viewerOf is what a session may see: the audience rules of realtime decide with it.

@@ -13,11 +13,16 @@ import (
 	"github.com/coder/websocket"
 	"github.com/julienschmidt/httprouter"
 
+	"tidings/auth"
 	"tidings/realtime"
 )
 
-// Subprotocol is the WebSocket subprotocol of PROTOCOL.md version 1.
+// Subprotocol is the WebSocket subprotocol of PROTOCOL.md version 1. SubprotocolShort names
+// the same protocol: a bearer client offers it beside its token.
 const Subprotocol = "tidings.v1"
+
+// subprotocols are those the upgrade selects from, in this order: never a bearer token's.
+var subprotocols = []string{Subprotocol, SubprotocolShort}
 
 // errBadLastEventID explains the one accepted form of lastEventId.
 var errBadLastEventID = badRequest("invalid-last-event-id",
@@ -64,11 +69,23 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		writeError(w, errBadOrigin)
 		return
 	}
+	cred, err := h.credential(r, true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	// With a session, the watermark is read in the transaction that resolves it: the stream
 	// replays up to it, and a control event after it that names this session or user closes
 	// the stream, even if the hub applied it before the stream subscribed. Without one, the
 	// stream reads the watermark itself.
-	res, err := h.resolve(w, r) // a rotation's cookie rides on the 101
+	var res auth.Resolution
+	if cred.bearer {
+		// A bearer token's successor travels in a token frame, after the session frame; a
+		// dead token shows as a session frame without a session.
+		res, err = h.deps.Auth.Resolve(r.Context(), cred.token)
+	} else {
+		res, err = h.resolveAs(w, r, cred) // a rotation's cookie rides on the 101
+	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -84,7 +101,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		return
 	}
 	sock, err := realtime.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:       []string{Subprotocol},
+		Subprotocols:       subprotocols,
 		InsecureSkipVerify: true, // the origin was checked above, by our own rule
 	})
 	if err != nil {
@@ -96,10 +113,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		LastEventID:  after,
 	}
 	if res.NewToken != "" {
-		// The new cookie rode on the 101, but a 101 written may still be lost: the successor
-		// counts as presented only once the client shows that it received it (PROTOCOL.md
-		// section 4.4: a lost response is never taken for a theft).
+		// The new cookie rode on the 101 (or the token on the token frame), but a 101 written
+		// may still be lost: the successor counts as presented only once the client shows that
+		// it received it (PROTOCOL.md section 4.4: a lost response is never taken for a theft).
 		successor := res.Session
+		if cred.bearer {
+			opts.TokenFrame = tokenFrame(res.NewToken)
+		}
 		opts.OnProven = func() {
 			ctx, cancel := context.WithTimeout(h.streamCtx, 5*time.Second) // not r.Context() after Accept
 			defer cancel()
@@ -119,6 +139,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 		opts.CloseAt, opts.CloseAtReason = s.RotatesAt, realtime.CloseSessionRotated
 		if !s.ExpiresAt.After(s.RotatesAt) {
 			opts.CloseAt, opts.CloseAtReason = s.ExpiresAt, realtime.CloseSessionExpired
+		}
+		if cred.bearer && !res.Rotated && opts.CloseAtReason == realtime.CloseSessionRotated {
+			opts.FinalFrame = h.rotateBearer(cred.token, res, requestID(r.Context()))
 		}
 	}
 	// The stream runs in a goroutine of its own, and the handler returns: net/http's
@@ -144,6 +167,29 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 			h.log.Warn("stream ended", "err", err, "remote", remote, "requestId", reqID)
 		}
 	}()
+}
+
+// rotateBearer returns the final frame of a bearer stream: at rotatesAt the server rotates the
+// session itself, and the stream hands the successor over in a token frame just before its
+// 4002 close, so that the client reconnects with it. The token is the one the client holds now:
+// the successor, if the upgrade rotated. When the session was rotated meanwhile by another
+// request (which handed its successor over) or ended, there is no frame.
+func (h *Handler) rotateBearer(presented auth.Token, res auth.Resolution, reqID string) func(context.Context) []byte {
+	token := presented
+	if res.NewToken != "" {
+		token = res.NewToken
+	}
+	return func(ctx context.Context) []byte {
+		next, err := h.deps.Auth.Resolve(ctx, token)
+		if err != nil {
+			h.log.Warn("rotate a bearer stream's session", "err", err, "requestId", reqID)
+			return nil // the client comes back with its token, and the upgrade rotates it
+		}
+		if next.NewToken == "" {
+			return nil
+		}
+		return tokenFrame(next.NewToken)
+	}
 }
 
 // streamGroup counts the goroutines of the streams, and takes no new one once Shutdown waits

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tidings/web"
 )
 
 // config is every setting of PROTOCOL.md section 5. Each flag's default is its environment
@@ -171,8 +173,8 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		if o = strings.TrimSpace(o); o == "" {
 			continue
 		}
-		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-			return c, fmt.Errorf("invalid TIDINGS_ALLOWED_ORIGINS (-allowed-origins) entry %q: want scheme://host[:port]", o)
+		if err := web.CheckOrigin(o); err != nil {
+			return c, fmt.Errorf("invalid TIDINGS_ALLOWED_ORIGINS (-allowed-origins) entry %q: %w", o, err)
 		}
 		c.allowedOrigins = append(c.allowedOrigins, o)
 	}

@@ -162,6 +162,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{map[string]string{"TIDINGS_API_KEY": "k", "TIDINGS_API_KEY_FILE": "/dev/null"},
 			[]string{"TIDINGS_API_KEY_FILE", "TIDINGS_API_KEY "}},
 		{map[string]string{"TIDINGS_ALLOWED_HOSTS": "*.example.com"}, []string{"TIDINGS_ALLOWED_HOSTS"}},
+		{map[string]string{"TIDINGS_ALLOWED_ORIGINS": "https://app.example,null"}, []string{"TIDINGS_ALLOWED_ORIGINS", `"null"`}},
+		{map[string]string{"TIDINGS_ALLOWED_ORIGINS": "*"}, []string{"TIDINGS_ALLOWED_ORIGINS"}},
+		{map[string]string{"TIDINGS_ALLOWED_ORIGINS": "app://main/index.html"}, []string{"TIDINGS_ALLOWED_ORIGINS"}},
 	} {
 		_, err := parseConfig("serve", nil, func(k string) string { return tc.env[k] }, io.Discard)
 		for _, w := range tc.want {
@@ -174,6 +177,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		return map[string]string{
 			"TIDINGS_TRUSTED_PROXIES": " 10.1.2.3/8, 192.0.2.7 ,fd00::/8,::ffff:198.51.100.0/120",
 			"TIDINGS_ALLOWED_HOSTS":   "tidings.example.com, [::1]:8080,127.0.0.1",
+			"TIDINGS_ALLOWED_ORIGINS": "https://app.example, tauri://localhost,app://main",
 		}[k]
 	}, io.Discard)
 	if err != nil {
@@ -184,6 +188,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	}
 	if got := fmt.Sprint(c.allowedHosts); got != "[tidings.example.com [::1]:8080 127.0.0.1]" {
 		t.Errorf("allowed hosts: got %s", got)
+	}
+	if got := fmt.Sprint(c.allowedOrigins); got != "[https://app.example tauri://localhost app://main]" {
+		t.Errorf("allowed origins: got %s", got)
 	}
 }
 

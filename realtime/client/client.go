@@ -28,6 +28,22 @@ type Config struct {
 	// HTTPClient makes the upgrade requests and session calls; its Jar holds the session
 	// cookie. Default: a client with a fresh cookie jar.
 	HTTPClient *http.Client
+	// Token, when set, is a bearer session's token (from Register or Login, or from where the
+	// program stored it): the client sends it as Authorization: Bearer on every upgrade and
+	// HTTP call instead of a session cookie, keeps each successor the server hands over, and
+	// reports it to OnToken. Empty: the session is HTTPClient's cookie jar's, if any.
+	Token string
+	// OnToken is called with each new token of a bearer session: a successor the server
+	// handed over (in a token frame on the stream, or in the Tidings-Session-Token header of
+	// an HTTP call), and "" when the server said that the token names no session any more
+	// (logout, expiry, a session taken). A desktop program persists it here, and starts from
+	// it next time. Calls are made one at a time, in order, from the goroutine that learned
+	// of the token: the stream's, or a caller of Do, Session or Logout.
+	OnToken func(token string)
+	// OnNotice is called with each notice of the server (PROTOCOL.md section 4.4:
+	// "session-taken"): from a session frame, or from the answer of GET /api/session, which
+	// the client asks after a 4001 or 4003 close, and Session.
+	OnNotice func(notice string)
 	// Header is sent with each upgrade (an Origin, say).
 	Header http.Header
 	// MinBackoff and MaxBackoff bound the wait between reconnections (defaults 100ms and 10s);
@@ -125,6 +141,11 @@ type Client struct {
 
 	mu   sync.Mutex
 	conn *conn // guarded by mu: the live connection, if any
+
+	// The bearer session's token, when the client began with one: read at any time, changed
+	// only under tokenMu, which also keeps the OnToken calls in order (swapToken).
+	token   atomic.Pointer[string]
+	tokenMu sync.Mutex
 }
 
 // New returns a Client; Run starts it.
@@ -150,6 +171,7 @@ func New(cfg Config) *Client {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{cfg: cfg, log: log, events: make(chan Event, cfg.Buffer)}
+	c.token.Store(&cfg.Token)
 	c.last.Store(-1)
 	if cfg.LastEventID != nil {
 		c.last.Store(*cfg.LastEventID)
@@ -179,12 +201,16 @@ func (c *Client) LastEventID() int64 { return c.last.Load() }
 // Run connects and reconnects until ctx ends or the server closes with a code that
 // reconnecting cannot fix (1008, 1009), then closes Events. Close codes are handled as
 // PROTOCOL.md says: 4002 reconnects at once; 4001 and 4003 fetch /api/session (which clears a
-// dead cookie) and reconnect; 4004, 1001, 1011 and network failures back off with jitter.
+// dead cookie) and reconnect; 4004, 1001, 1011 and network failures back off with jitter. A
+// bearer client reconnects at once after 4002 when the stream handed it a successor, and with
+// backoff when it did not (the token frame was lost: the old token keeps being closed with 4002
+// until its grace is over, and then gets a fresh successor).
 func (c *Client) Run(ctx context.Context) error {
 	defer close(c.events)
 	backoff := c.cfg.MinBackoff
 	for {
 		start := time.Now()
+		token := c.Token()
 		code, reason, err := c.connectOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -200,7 +226,12 @@ func (c *Client) Run(ctx context.Context) error {
 		case int(websocket.StatusPolicyViolation), int(websocket.StatusMessageTooBig):
 			return &FatalCloseError{Code: code, Reason: reason}
 		case 4002:
-			// The session rotated: reconnect now; the upgrade carries the new cookie.
+			// The session rotated: reconnect now; the upgrade carries the new cookie, or the
+			// bearer token that the stream handed over.
+			if c.bearer() && token != "" && c.Token() == token {
+				wait = rand.N(backoff + 1)
+				backoff = min(2*backoff, c.cfg.MaxBackoff)
+			}
 		case 4001, 4003:
 			if err := c.refreshSession(ctx); err != nil {
 				c.log.Warn("fetch session", "err", err)
@@ -218,18 +249,11 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
-// refreshSession asks the server for the session, which rotates or clears the cookie.
+// refreshSession asks the server for the session, which rotates or clears the cookie or the
+// bearer token, and says whether it was taken.
 func (c *Client) refreshSession(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(c.cfg.URL, "/")+"/api/session", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	return nil
+	_, err := c.Session(ctx)
+	return err
 }
 
 // streamURL is the upgrade address for resuming after the last delivered id.

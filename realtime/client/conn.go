@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -23,7 +24,8 @@ type answer struct {
 
 // conn is one connection's pending requests.
 type conn struct {
-	ws *websocket.Conn
+	ws    *websocket.Conn
+	token string // owned by the read goroutine: the bearer token the connection knows of
 
 	mu      sync.Mutex
 	waiting map[string]chan answer // guarded by mu; nil once the connection is gone
@@ -134,6 +136,7 @@ type serverFrame struct {
 	Message     string          `json:"message"`
 	Session     json.RawMessage `json:"session"`
 	Notice      *string         `json:"notice"`
+	Token       string          `json:"token"`
 	// Of the ephemeral frames (PROTOCOL.md section 8): online is a list in presence and a
 	// boolean in presence-change.
 	Online json.RawMessage `json:"online"`
@@ -152,7 +155,7 @@ var presencePrefix = []byte(`{"type":"presence","online":[`)
 // section 2: the protocol grows by adding frame types).
 var knownFrames = map[string]bool{
 	"session": true, "event": true, "reset": true, "ready": true, "ack": true, "error": true, "pong": true,
-	"presence": true, "presence-change": true, "signal": true,
+	"presence": true, "presence-change": true, "signal": true, "token": true,
 }
 
 // connectOnce holds one connection until it ends and returns its close code (-1 when it ended
@@ -162,9 +165,22 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 	if err != nil {
 		return -1, "", err
 	}
+	header := c.cfg.Header
+	token := c.Token() // the bearer token this connection presents, if any
+	if c.bearer() {
+		header = header.Clone()
+		if header == nil {
+			header = http.Header{}
+		}
+		header.Del("Authorization")
+		if token != "" {
+			// A Go client sets headers, so the token never needs the subprotocol browsers use.
+			header.Set("Authorization", "Bearer "+token)
+		}
+	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	ws, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{
-		HTTPClient: c.cfg.HTTPClient, HTTPHeader: c.cfg.Header, Subprotocols: []string{"tidings.v1"},
+		HTTPClient: c.cfg.HTTPClient, HTTPHeader: header, Subprotocols: []string{"tidings.v1"},
 	})
 	cancel()
 	if err != nil {
@@ -176,7 +192,7 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(16 << 20)
-	cn := &conn{ws: ws, waiting: map[string]chan answer{}}
+	cn := &conn{ws: ws, waiting: map[string]chan answer{}, token: token}
 	c.mu.Lock()
 	c.conn = cn
 	c.mu.Unlock()
@@ -208,6 +224,9 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 		}
 		var f serverFrame
 		if err := decodeFrame(msg, &f); err != nil {
+			if bytes.Contains(msg, []byte(`"token"`)) {
+				msg = []byte("[a frame that may hold a session token]") // errors end up in logs
+			}
 			return -1, "", fmt.Errorf("tidings: bad frame %q: %w", msg, err)
 		}
 		if err := c.handle(ctx, cn, f); err != nil {
@@ -236,12 +255,25 @@ func readFrame(ws *websocket.Conn, buf *bytes.Buffer) ([]byte, error) {
 func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 	switch f.Type {
 	case "session":
+		s := Session{Session: f.Session}
+		if f.Notice != nil {
+			s.Notice = *f.Notice
+		}
+		if c.bearer() && cn.token != "" && (len(f.Session) == 0 || bytes.Equal(f.Session, []byte("null"))) {
+			// The token the upgrade presented names no session (any more): forget it.
+			c.swapToken(cn.token, "")
+			cn.token = ""
+		}
 		if c.cfg.OnSession != nil {
-			s := Session{Session: f.Session}
-			if f.Notice != nil {
-				s.Notice = *f.Notice
-			}
 			c.cfg.OnSession(s)
+		}
+		c.notice(s.Notice)
+	case "token":
+		// The successor of this connection's bearer token (docs/protocol.md, "Bearer
+		// sessions"): kept before the 4002 that may follow, so that the next upgrade uses it.
+		if c.bearer() && cn.token != "" && f.Token != "" {
+			c.swapToken(cn.token, f.Token)
+			cn.token = f.Token
 		}
 	case "event":
 		if last := c.last.Load(); f.ID <= last {

@@ -14,6 +14,12 @@
 // by cancelling ctx (Run then closes Events), and go test checks its output. ExampleClient_Publish
 // signs in through Config.HTTPClient's cookie jar and publishes over the stream.
 //
+// A program that keeps the session's token itself, such as a desktop wrapper on an origin of
+// its own, uses a bearer session (docs/protocol.md, "Bearer sessions"): Login or Register gives
+// the token, Config.Token hands it to the client, which sends it as Authorization: Bearer on
+// every upgrade and on Do, Session and Logout, and Config.OnToken receives each successor the
+// server hands over, to be kept in its place. ExampleLogin is such a program.
+//
 // Events arrive exactly once, in id order, across reconnects: the client resumes from the last
 // id it delivered. A reset (the server pruned what the client missed, or the client is ahead
 // of the log) is reported through Config.OnReset: the caller refetches its state.

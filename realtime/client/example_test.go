@@ -77,6 +77,73 @@ func ExampleClient_Publish() {
 	// Output: message {"text": "hi", "userId": 1, "userName": "ada"}
 }
 
+// A desktop program holds a bearer session: it signs in once and keeps the token where it keeps
+// secrets; the next start begins from the kept token, with no password. Every successor the
+// server hands over replaces the kept token (OnToken); "" means the session ended.
+func ExampleLogin() {
+	srv := startServer() // test scaffolding: a tidings node on a fresh database
+	defer srv.stop()
+	srv.register("ada") // the user exists
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var keychain keychain // the program's secret store: a file of its own, the OS keychain
+	if keychain.load() == "" {
+		in, err := client.Login(ctx, nil, srv.url, "ada", "password-ada")
+		if err != nil {
+			log.Fatal(err)
+		}
+		keychain.save(in.Token)
+	}
+	ready := make(chan struct{})
+	var once sync.Once
+	c := client.New(client.Config{
+		URL:     srv.url,
+		Token:   keychain.load(),
+		OnToken: keychain.save,
+		OnReady: func(int64) { once.Do(func() { close(ready) }) },
+	})
+	go c.Run(ctx)
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	}
+
+	id, err := c.Publish(ctx, "message", map[string]string{"text": "from the desktop"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for ev := range c.Events() {
+		if ev.ID == id {
+			fmt.Println(ev.Type, string(ev.Data))
+			break
+		}
+	}
+
+	cancel()
+	for range c.Events() {
+	}
+	// Output: message {"text": "from the desktop", "userId": 1, "userName": "ada"}
+}
+
+// keychain stands for where a program keeps its secrets.
+type keychain struct {
+	mu    sync.Mutex
+	token string
+}
+
+func (k *keychain) load() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.token
+}
+
+func (k *keychain) save(token string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.token = token
+}
+
 // exampleServer is one tidings node on its own fresh database, for the examples.
 type exampleServer struct {
 	url  string
