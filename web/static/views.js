@@ -7,8 +7,8 @@
  * @typedef {import('./stores.js').ApiAccount} ApiAccount
  * @typedef {import('./stores.js').Message} Message
  * @typedef {import('./stores.js').SessionState} SessionState
- * @typedef {import('./connection.js').ConnState} ConnState
- * @typedef {import('./connection.js').ConnDetail} ConnDetail
+ * @typedef {import('../client/tidings.js').ConnectionState} ConnState
+ * @typedef {import('../client/tidings.js').StateDetail} ConnDetail
  * @typedef {{
  *   signIn: (endpoint: string, name: string, password: string) => Promise<void>,
  *   signOut: () => Promise<void>,
