@@ -4,8 +4,10 @@
 // in flight when the socket drops), and the close-code table, final and retried.
 
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { launchBrowser, startServer, timeout } from './harness.js';
+import { launchBrowser, repoRoot, startServer, timeout } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
 let server;
@@ -347,4 +349,21 @@ test('a real logout elsewhere: the stream closes 4003, the client asks who it is
   assert.deepEqual([asked.closeCode, asked.closeReason, asked.session], [4003, 'logout', null]);
   assert.equal(log.sessions.at(-1).session, null, 'the new stream is anonymous');
   assert.equal(await page.evaluate(() => window.clients.l.account), null);
+});
+
+test("the guide's page (docs/clients.md) shows the stream's events, as written there", async () => {
+  const guide = await readFile(path.join(repoRoot, 'docs', 'clients.md'), 'utf8');
+  const html = /```html\n([\s\S]*?)\n```/.exec(guide)?.[1];
+  assert.ok(html?.includes("from '/client/tidings.js'"), 'the guide has its page');
+  const page = await (await browser.newContext({ baseURL: server.url })).newPage();
+  page.setDefaultTimeout(timeout);
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err));
+  pages.push(page);
+  await page.goto('/healthz'); // a document of the node's origin, written over with the guide's
+  await page.setContent(html);
+  await page.locator('#state', { hasText: /^live$/ }).waitFor();
+  const [id] = await server.publish([{ type: 'guide-note', data: { n: 1 }, audience: { kind: 'everyone' } }]);
+  await page.locator('#events li', { hasText: `${id} guide-note {"n":1}` }).waitFor();
+  assert.equal(await page.locator('#events li').count(), 1, 'only what came after the watermark');
 });

@@ -38,5 +38,9 @@ if (JSON.stringify(declared) !== JSON.stringify(exported)) {
 }
 "
 
+# The guide's TypeScript example (docs/clients.md) is part of the app, as written there.
+awk '/^```ts$/ { on = 1; next } /^```$/ { if (on) exit } on' ../../../docs/clients.md > src/guide.ts
+grep -q "from 'tidings-client'" src/guide.ts
+
 npx --no-install tsc --noEmit -p .
 echo "tidings-client: packed, installed and type-checked"
