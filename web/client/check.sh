@@ -1,7 +1,8 @@
 #!/bin/sh
 # Packs tidings-client as a web app gets it, installs the tarball into the typed example app,
-# and checks the app (and the declarations, skipLibCheck off) with tsc --noEmit. TypeScript
-# comes from the example's package-lock.json. Run by `make test-client` (and so `make test`).
+# and checks the app (and the declarations, skipLibCheck off) with tsc --noEmit; then checks
+# the library's source and the bundled page with the same tsc. TypeScript comes from the
+# example's package-lock.json. Run by `make test-client` (and so `make test`).
 set -eu
 cd "$(dirname "$0")"
 
@@ -43,4 +44,7 @@ awk '/^```ts$/ { on = 1; next } /^```$/ { if (on) exit } on' ../../../docs/clien
 grep -q "from 'tidings-client'" src/guide.ts
 
 npx --no-install tsc --noEmit -p .
+
+# The library's own source (JSDoc, strict) and the bundled page, typed against its declarations.
+npx --no-install tsc -p ../tsconfig.json
 echo "tidings-client: packed, installed and type-checked"
