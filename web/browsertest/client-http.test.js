@@ -101,6 +101,27 @@ test('bearer: a token frame stores the successor before the 4002; a cookie strea
   assert.equal(cookie.client.token, null);
 });
 
+test('bearer: a token the server resolves to no session (expired, ended, taken) is forgotten', async () => {
+  const told = [];
+  const { client, sock, reconnect } = setup({ token: 'tok1', onToken: (t) => told.push(t) });
+  client.connect();
+  sock().frame({ type: 'session', session: sessionOf(7), notice: null });
+  assert.equal(client.token, 'tok1');
+  sock().serverClose(1001, 'going-away');
+  reconnect();
+  sock().frame({ type: 'session', session: null, notice: 'session-taken' });
+  assert.equal(client.token, null);
+  assert.deepEqual(told, [null]);
+  sock().serverClose(1001, 'going-away');
+  reconnect();
+  assert.deepEqual(sock().protocols, ['tidings.v1', 'tidings'], 'the dead token is not offered again');
+
+  // Over HTTP too, but only about the token the request carried.
+  const http = setup({ token: 'tok1', answer: () => ({ body: { session: null, notice: null } }) });
+  await http.client.fetchSession();
+  assert.equal(http.client.token, null);
+});
+
 test('bearer: login and register ask for a bearer session and store its token; logout forgets it; the stream reopens with each', async () => {
   let next = {};
   const told = [];

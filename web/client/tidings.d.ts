@@ -125,7 +125,7 @@ export interface TidingsOptions {
   session?: ApiSession | null;
   /** A bearer token: sent as Authorization on requests and offered as a subprotocol on the stream. */
   token?: string | null;
-  /** Called when the token changes (a rotation's successor, a new sign-in; null: forget it). */
+  /** Called when the token changes (a rotation's successor, a new sign-in; null: forget it: logged out, or the server resolved it to no session). */
   onToken?: (token: string | null) => void;
   /** login and register ask for a bearer session (default: true when a token was given). */
   bearer?: boolean;

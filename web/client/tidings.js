@@ -96,7 +96,7 @@ export class Tidings {
   /** @type {number|null} the last event handed over; null: start live */ #lastEventId;
   /** @type {import('./tidings.js').ConnectionState} */ #state = 'offline';
   /** @type {any} */ #ws = null;
-  #wsBearer = false;
+  /** @type {string|null} the token the stream was opened with */ #wsToken = null;
   /** @type {any} a pending reconnect */ #timer = null;
   #stopped = true;
   #everLive = false;
@@ -246,7 +246,7 @@ export class Tidings {
     const WS = this.#WebSocket ?? globalThis.WebSocket;
     const ws = new WS(url.href, token ? ['tidings', bearerProtocol + token] : cookieProtocols);
     this.#ws = ws;
-    this.#wsBearer = token !== null;
+    this.#wsToken = token;
     this.#setState(this.#everLive ? 'reconnecting' : 'connecting', {});
     ws.onmessage = (/** @type {{data: any}} */ m) => {
       if (this.#ws !== ws) return;
@@ -311,7 +311,7 @@ export class Tidings {
         return;
       case 'token':
         // Only a bearer stream is sent one: the successor of its token, stored before the 4002.
-        if (this.#wsBearer && typeof f.token === 'string' && tokenPattern.test(f.token)) this.#setToken(f.token);
+        if (this.#wsToken !== null && typeof f.token === 'string' && tokenPattern.test(f.token)) this.#setToken(f.token);
     }
   }
 
@@ -321,6 +321,7 @@ export class Tidings {
     const notice = typeof f.notice === 'string' ? f.notice : null;
     const prev = this.#session;
     this.#session = next;
+    this.#forgetDead(this.#wsToken, next);
     if (prev !== undefined && accountOf(prev) !== accountOf(next)) {
       // Publishes waiting from the stream of another account must not go out as this one.
       this.#failPublishes('closed', 'the session changed before it was sent');
@@ -546,6 +547,15 @@ export class Tidings {
     this.#emit('token', token);
   }
 
+  /**
+   * A bearer token that the server resolved to no session (expired, logged out, taken) is
+   * dead: it is forgotten, unless the client holds another one by now.
+   * @param {string|null} sent the token the server was shown @param {any} session its answer
+   */
+  #forgetDead(sent, session) {
+    if (sent !== null && sent === this.#token && session === null) this.#setToken(null);
+  }
+
   // HTTP.
 
   /**
@@ -593,10 +603,12 @@ export class Tidings {
    * @param {{closeCode?: number, closeReason?: string}} [why] the close that made the client ask
    */
   async fetchSession(why = {}) {
+    const sent = this.#token;
     const body = await this.request('GET', '/api/session');
     const session = isObject(body?.session) ? body.session : null;
     const notice = typeof body?.notice === 'string' ? body.notice : null;
     this.#session = session;
+    this.#forgetDead(sent, session);
     this.#emit('session', { session, notice, source: 'http', ...why });
     return { session, notice };
   }
