@@ -3,14 +3,15 @@
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: run test test-browser build bench fuzz vet clean
+.PHONY: run test test-browser test-client build bench fuzz vet clean
 
 ## run: start a node on http://127.0.0.1:8080 with a managed PostgreSQL in ./.data (development mode)
 run:
 	TIDINGS_DEV=$${TIDINGS_DEV:-true} TIDINGS_DATA_DIR=$${TIDINGS_DATA_DIR:-./.data} $(GO) run ./cmd/tidings serve
 
 ## test: every test, with the race detector, against a real PostgreSQL started for the run;
-## then each fuzz test for a fixed number of inputs; then the browser client in headless Chromium.
+## then each fuzz test for a fixed number of inputs; then the browser client in headless Chromium;
+## then the browser library's package, installed into a typed app and checked with tsc.
 ## The budget is a count, not a duration: with a duration, Go 1.26's fuzz coordinator can report
 ## a bare "context deadline exceeded" at the end of the window (go.dev/issue/75804, fixed in 1.27).
 test:
@@ -18,11 +19,17 @@ test:
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=5000x
 	$(MAKE) test-browser
+	$(MAKE) test-client
 
 ## test-browser: the browser client in headless Chromium (Debian's chromium, node and npm);
 ## screenshots and server logs land in web/browsertest/artifacts
 test-browser:
 	cd web/browsertest && npm ci --no-audit --no-fund && npm test
+
+## test-client: packs the browser library (web/client), installs the tarball into the typed
+## example app (web/client/example) and runs tsc --noEmit on it (TypeScript from its lock file)
+test-client:
+	sh web/client/check.sh
 
 ## build: the binaries, in ./bin
 build:

@@ -139,6 +139,7 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	site := newSite()
 	r.GET("/", h.page(site))
 	r.GET("/static/:version/*file", site.serveStatic)
+	r.GET("/client/:file", newLibrary().serve)
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errMethod) })
 	r.PanicHandler = func(w http.ResponseWriter, r *http.Request, v any) {

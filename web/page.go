@@ -19,9 +19,10 @@ import (
 	"tidings/data"
 )
 
-// static holds the browser client: its modules, style sheet and icon, and the page template.
+// static holds the page: its modules, style sheet and icon, and its template; and the browser
+// library the page is built on (client.go serves it to other apps too).
 //
-//go:embed static
+//go:embed static client/tidings.js
 var static embed.FS
 
 // pageMessages is how many message events the page embeds (PROTOCOL.md section 6).
@@ -32,7 +33,8 @@ const pageMessages = 50
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
 	"connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-// assetTypes are the files of web/static served under /static/, with their content types.
+// assetTypes are the files of web/static and web/client served under /static/VERSION/, with
+// their content types.
 var assetTypes = map[string]string{
 	".js":  "text/javascript; charset=utf-8",
 	".css": "text/css; charset=utf-8",
@@ -48,22 +50,23 @@ type asset struct {
 // site is the page template and the static files, read once at construction.
 type site struct {
 	tmpl    *template.Template
-	files   map[string]asset // by path under static/
+	files   map[string]asset // by path under web/: static/app.js, client/tidings.js
 	version string           // a hash of every file: the path prefix that makes them immutable
 }
 
 func newSite() *site {
 	s := &site{files: map[string]asset{}}
 	sum := sha256.New()
-	err := fs.WalkDir(static, "static", func(p string, d fs.DirEntry, err error) error {
+	// The files keep their places under web/, so that the page's modules import the library
+	// as ../client/tidings.js both in the source tree and under /static/VERSION/.
+	err := fs.WalkDir(static, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		b, err := static.ReadFile(p)
+		b, err := static.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		name := strings.TrimPrefix(p, "static/")
 		sum.Write([]byte(name))
 		sum.Write(b)
 		if _, ok := assetTypes[path.Ext(name)]; ok {
@@ -87,9 +90,10 @@ func newSite() *site {
 	return s
 }
 
-// serveStatic serves a file of the browser client. Under the current version its answer never
-// changes, so browsers may keep it for a year; under any other (a page from before a deploy),
-// it is the current file and must be revalidated.
+// serveStatic serves a file of the page or the library, as /static/VERSION/static/app.js or
+// /static/VERSION/client/tidings.js. Under the current version its answer never changes, so
+// browsers may keep it for a year; under any other (a page from before a deploy), it is the
+// current file and must be revalidated.
 func (s *site) serveStatic(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
 	name := strings.TrimPrefix(ps.ByName("file"), "/")
 	a, ok := s.files[name]
@@ -206,7 +210,8 @@ func (h *Handler) page(s *site) httprouter.Handle {
 		}
 		var out bytes.Buffer
 		err = s.tmpl.Execute(&out, map[string]any{
-			"Assets":   "/static/" + s.version + "/",
+			"Assets":   "/static/" + s.version + "/static/",
+			"Client":   "/static/" + s.version + "/client/",
 			"State":    template.JS(safe.String()), // JSON, already escaped for a script element
 			"Account":  account,
 			"Admin":    account != nil && account.Type == data.UserAdmin,

@@ -348,7 +348,7 @@ func TestStaticFiles(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
 	_, html, _ := s.browser(t).page()
-	m := regexp.MustCompile(`src="(/static/([0-9a-f]+)/app\.js)"`).FindStringSubmatch(html)
+	m := regexp.MustCompile(`src="(/static/([0-9a-f]+)/static/app\.js)"`).FindStringSubmatch(html)
 	if m == nil {
 		t.Fatalf("no module script in the page:\n%s", html)
 	}
@@ -374,11 +374,13 @@ func TestStaticFiles(t *testing.T) {
 	if r, _ := get(m[1], http.Header{"If-None-Match": {resp.Header.Get("ETag")}}); r.StatusCode != 304 {
 		t.Errorf("revalidation: got %d, want 304", r.StatusCode)
 	}
-	if r, _ := get("/static/0000/app.css", nil); r.StatusCode != 200 || r.Header.Get("Cache-Control") != "no-cache" ||
+	if r, _ := get("/static/0000/static/app.css", nil); r.StatusCode != 200 || r.Header.Get("Cache-Control") != "no-cache" ||
 		r.Header.Get("Content-Type") != "text/css; charset=utf-8" {
 		t.Errorf("another version: got %d %v, want the current file, revalidated", r.StatusCode, r.Header)
 	}
-	for _, p := range []string{"/static/" + m[2] + "/page.html", "/static/" + m[2] + "/nope.js", "/static/" + m[2] + "/../page.go"} {
+	for _, p := range []string{"/static/" + m[2] + "/static/page.html", "/static/" + m[2] + "/static/nope.js",
+		"/static/" + m[2] + "/static/../page.go", "/static/" + m[2] + "/app.js", "/static/" + m[2] + "/client/tidings.d.ts",
+		"/static/" + m[2] + "/client/package.json"} {
 		if r, _ := get(p, nil); r.StatusCode != 404 {
 			t.Errorf("%s: got %d, want 404", p, r.StatusCode)
 		}

@@ -1,12 +1,12 @@
-// Unit tests of the client's presence and typing (PROTOCOL.md section 8), in node, with a fake
-// WebSocket and fake timers: the online set, the typing line and its expiry, the throttle of
-// the typing signals this page sends, and the frames the connection ignores.
+// Unit tests of presence and typing (docs/protocol.md section 8), in node, with a fake WebSocket
+// and fake timers: the library's online set, and the page's typing line, its expiry, and the
+// throttle of the typing signals it sends.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FakeSocket } from './fakesocket.js';
-import { Connection } from '../static/connection.js';
-import { PresenceStore, TypingSender, TypingStore, typingEvery, typingHold, typingText } from '../static/presence.js';
+import { sessionOf, setup } from './fakes.js';
+import { PresenceStore } from '../client/tidings.js';
+import { TypingSender, TypingStore, typingEvery, typingHold, typingText } from '../static/presence.js';
 
 /** Fake timers: run() fires those due at the fake time now. */
 function clock() {
@@ -37,7 +37,7 @@ function clock() {
 }
 
 test('presence: the embedded set, replaced by presence frames, changed by presence-change', () => {
-  const online = new PresenceStore([3, 1]);
+  const online = new PresenceStore(null, { online: [3, 1] });
   const seen = [];
   online.subscribe((s) => seen.push([...s].sort()));
   assert.equal(online.has(1), true);
@@ -55,11 +55,11 @@ test('presence: the embedded set, replaced by presence frames, changed by presen
 });
 
 test('presence: a missing or malformed online is nobody, and bad changes change nothing', () => {
-  assert.equal(new PresenceStore(undefined).get().size, 0, 'a state without online');
-  assert.equal(new PresenceStore(null).get().size, 0);
-  assert.equal(new PresenceStore('7').get().size, 0);
-  assert.deepEqual([...new PresenceStore([7, '8', -1, 1.5, null, 9]).get()], [7, 9]);
-  const online = new PresenceStore([7]);
+  assert.equal(new PresenceStore(null, { online: undefined }).get().size, 0, 'a state without online');
+  assert.equal(new PresenceStore().get().size, 0);
+  assert.equal(new PresenceStore(null, { online: /** @type {any} */ ('7') }).get().size, 0);
+  assert.deepEqual([...new PresenceStore(null, { online: /** @type {any} */ ([7, '8', -1, 1.5, null, 9]) }).get()], [7, 9]);
+  const online = new PresenceStore(null, { online: [7] });
   for (const [id, on] of [['7', false], [7, 'false'], [7, undefined], [null, true], [0, true]]) online.change(id, on);
   assert.deepEqual([...online.get()], [7]);
 });
@@ -149,61 +149,22 @@ test('typing signals: at most one every 2 s however fast the keys, none for an e
 });
 
 
-function connection() {
-  FakeSocket.all = [];
-  const frames = [];
-  const conn = new Connection({
-    url: (id) => `ws://test/api/events?lastEventId=${id}`,
-    lastEventId: 10,
-    onFrame: (f) => frames.push(f),
-    WebSocket: FakeSocket,
-    setTimeout: () => ({}),
-    clearTimeout: () => {},
-  });
-  conn.start();
-  return { conn, frames, sock: () => FakeSocket.all.at(-1) };
-}
-
-test('signals: sent only on a live stream, each with its own ref; refusals are dropped quietly', async () => {
-  const { conn, frames, sock } = connection();
-  assert.equal(conn.signal({ type: 'typing', data: {} }), false, 'not live before ready');
-  assert.deepEqual(sock().sent, []);
+test('presence: a store on a client follows its presence frames, and empties when the session is anonymous', () => {
+  const { client, sock } = setup({ session: sessionOf(7) });
+  const online = new PresenceStore(client, { online: [7, 9] });
+  client.connect();
+  sock().frame({ type: 'session', session: sessionOf(7), notice: null });
+  assert.deepEqual([...online.get()], [7, 9], 'the embedded set until the presence frame');
   sock().frame({ type: 'ready', lastEventId: 10 });
-  assert.equal(conn.signal({ type: 'typing', data: {} }), true);
-  assert.equal(conn.signal({ type: 'typing', data: {} }), true);
-  const [s1, s2] = sock().sent;
-  assert.deepEqual(s1, { type: 'signal', ref: s1.ref, signal: { type: 'typing', data: {} } });
-  assert.notEqual(s1.ref, s2.ref);
-
-  // A publish's refs are not a signal's: its answer still settles it.
-  const p = conn.publish({ type: 'message', data: { text: 'hi' } });
-  const pub = sock().sent.at(-1);
-  assert.notEqual(pub.ref, s1.ref);
-  assert.notEqual(pub.ref, s2.ref);
-  sock().frame({ type: 'error', ref: s1.ref, code: 'rate-limited', message: 'slow down' });
-  sock().frame({ type: 'error', ref: s2.ref, code: 'unauthenticated', message: 'sign in' });
-  sock().frame({ type: 'ack', ref: pub.ref, id: 57 });
-  assert.equal(await p, 57);
-  assert.deepEqual(frames, [], 'refused signals reach nobody');
-
-  sock().readyState = 3;
-  assert.equal(conn.signal({ type: 'typing', data: {} }), false, 'a closing socket sends nothing');
-});
-
-test('frames: unknown types pass on untouched; anything that is no frame is dropped', () => {
-  const { frames, sock } = connection();
-  sock().frame({ type: 'ready', lastEventId: 10 });
-  for (const raw of ['null', '42', '"presence"', '[]', '[{"type":"presence"}]', '{}', '{"type":7}', 'not json']) {
-    assert.doesNotThrow(() => sock().raw(raw), raw);
-  }
-  assert.deepEqual(frames, []);
-  const later = [
-    { type: 'presence', online: [7, 12] },
-    { type: 'presence-change', userId: 7, online: false },
-    { type: 'signal', from: 7, signal: { type: 'typing', data: {} } },
-    { type: 'a-frame-from-the-future', anything: { at: 'all' } },
-    { type: 'error', ref: null, code: 'invalid-frame', message: 'x' },
-  ];
-  for (const f of later) sock().frame(f);
-  assert.deepEqual(frames, later);
+  sock().frame({ type: 'presence', online: [7, 12] });
+  assert.deepEqual([...online.get()].sort(), [12, 7].sort());
+  sock().frame({ type: 'presence-change', userId: 12, online: false });
+  sock().frame({ type: 'presence-change', userId: 13, online: true });
+  sock().frame({ type: 'presence-change', userId: '7', online: false });
+  assert.deepEqual([...online.get()].sort(), [13, 7].sort());
+  sock().frame({ type: 'session', session: null, notice: null });
+  assert.equal(online.get().size, 0, 'anonymous: nobody');
+  online.dispose();
+  sock().frame({ type: 'presence', online: [7] });
+  assert.equal(online.get().size, 0, 'disposed: it follows no more');
 });

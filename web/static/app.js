@@ -1,11 +1,12 @@
 // @ts-check
 // The browser client of tidings: hydrates from the state the server rendered into the page,
-// then keeps it current from the event stream opened at that state's lastEventId.
+// then keeps it current through the library (web/client/tidings.js), whose stream opens at that
+// state's lastEventId.
 
-import { api, fetchPageState, readState } from './api.js';
-import { Connection } from './connection.js';
-import { PresenceStore, TypingSender, TypingStore, typingText } from './presence.js';
-import { MessagesStore, SessionStore, UsersStore } from './stores.js';
+import { PresenceStore, Tidings, UsersStore } from '../client/tidings.js';
+import { fetchPageState, readState } from './pagestate.js';
+import { TypingSender, TypingStore, typingText } from './presence.js';
+import { MessagesStore, SessionStore, toMessages } from './stores.js';
 import { View } from './views.js';
 
 /**
@@ -15,10 +16,11 @@ import { View } from './views.js';
  */
 
 const state = readState(document);
+const client = new Tidings({ lastEventId: state.lastEventId, session: state.session });
 const session = new SessionStore(state.session, state.notice);
-const users = new UsersStore(state.users);
+const users = new UsersStore(client, { users: state.users });
 const messages = new MessagesStore(state.messages);
-const online = new PresenceStore(state.online);
+const online = new PresenceStore(client, { online: state.online });
 const typing = new TypingStore();
 
 /** Set while this page signs out, so that the stream's 4003 "logout" is no surprise. */
@@ -34,31 +36,21 @@ const closeReasons = {
   'session-taken': 'session-taken',
 };
 
-const conn = new Connection({
-  url: (id) => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/events?lastEventId=${id}`,
-  lastEventId: state.lastEventId,
-  onFrame,
-  onState: (s, detail) => {
-    view.renderConn(s, detail);
-    view.refreshBanner(session.get());
-    document.body.dataset.lastEventId = String(conn.lastEventId);
-  },
-  // 4001 and 4003: ask who this cookie is now, then reconnect.
-  onSessionLost: async (code, reason) => {
-    const body = await api('GET', '/api/session');
-    await applySession(body.session, body.notice, reason);
-  },
-});
+const showLastEventId = () => {
+  document.body.dataset.lastEventId = String(client.lastEventId);
+};
 
 const view = new View({
   async signIn(endpoint, name, password) {
-    await api('POST', endpoint, { name, password });
+    // The page takes its new state, stream included, from a fresh render: no reconnect here.
+    if (endpoint === '/api/auth/register') await client.register(name, password, { reconnect: false });
+    else await client.login(name, password, { reconnect: false });
     await refreshState();
   },
   async signOut() {
     signingOut = true;
     try {
-      await api('POST', '/api/auth/logout');
+      await client.logout({ reconnect: false });
       await refreshState();
     } finally {
       signingOut = false;
@@ -66,29 +58,29 @@ const view = new View({
   },
   send: (text) => {
     typingSender.sent();
-    return conn.publish({ type: 'message', data: { text } });
+    return client.publish({ type: 'message', data: { text } });
   },
   typing: (text) => typingSender.input(text),
   async rename(name) {
     const me = session.account();
     if (!me) return;
-    const u = await api('PATCH', `/api/users/${me.id}`, { name });
+    const u = await client.updateUser(me.id, { name });
     applyAccountChange(u);
   },
   async setType(id, type) {
-    await api('PATCH', `/api/users/${id}`, { type });
+    await client.updateUser(id, { type: /** @type {import('./stores.js').UserType} */ (type) });
   },
   async remove(id) {
-    await api('DELETE', `/api/users/${id}`);
+    await client.deleteUser(id);
   },
-  reconnect: () => (conn.state === 'offline' ? conn.start() : conn.reconnectNow()),
+  reconnect: () => (client.state === 'offline' ? client.connect() : client.reconnectNow()),
   dismiss: () => {
     view.connProblem = null;
     session.update({ ended: null, notice: null, rightsChanged: null });
   },
 });
 
-const typingSender = new TypingSender(() => conn.signal({ type: 'typing', data: {} }));
+const typingSender = new TypingSender(() => client.signal({ type: 'typing', data: {} }));
 
 /** @param {number} id */
 const nameOf = (id) => users.map.get(id)?.name;
@@ -111,50 +103,48 @@ messages.subscribe(renderMessages);
 online.subscribe(renderUsers);
 typing.subscribe(renderTyping);
 
-/** @param {import('./connection.js').Frame} f */
-function onFrame(f) {
-  switch (f.type) {
-    case 'session':
-      applySession(f.session, f.notice, null);
-      return;
-    case 'event': {
-      document.body.dataset.lastEventId = String(f.id);
-      if (!session.account() || f.event === null || typeof f.event !== 'object') return; // anonymous: no users, no messages
-      const { type, data } = f.event;
-      if (type === 'user-update' || type === 'user-delete') {
-        users.apply(/** @type {any} */ (f));
-        if (type === 'user-update' && data?.id === session.account()?.id) applyAccountChange(data);
-        if (type === 'user-delete') typing.stop(data?.id);
-      } else if (type === 'message') {
-        messages.apply(/** @type {any} */ (f));
-        typing.stop(data?.userId); // their message is here: they are done typing it
-      }
-      return;
-    }
-    case 'reset':
-      document.body.dataset.lastEventId = String(f.lastEventId);
-      refetchAfterReset();
-      return;
-    // Presence and signals (PROTOCOL.md section 8): only signed-in streams get them.
-    case 'presence':
-      if (session.account() && Array.isArray(f.online)) online.replaceWith(f.online);
-      return;
-    case 'presence-change':
-      if (!session.account()) return;
-      online.change(f.userId, f.online);
-      if (f.online === false) typing.stop(f.userId);
-      return;
-    case 'signal': {
-      const me = session.account();
-      // The sender gets its own signals too: the viewer's own typing is not news to them.
-      if (!me || f.from === me.id || f.signal?.type !== 'typing') return;
-      typing.typing(f.from);
-      return;
-    }
-    // Any other type (and error frames of refused signals, which the connection drops) is
-    // ignored: the protocol grows by adding frames (PROTOCOL.md section 2).
+client.on('state', (s, detail) => {
+  view.renderConn(s, detail);
+  view.refreshBanner(session.get());
+  showLastEventId();
+});
+// The session frame of every stream, and the answer the library fetched after a 4001 or 4003
+// (with that close's reason).
+// A render that fails here is tried again with the next stream's session frame.
+client.on('session', (s) => void applySession(s.session, s.notice, s.closeReason ?? null).catch(() => {}));
+
+// Events, after the users store (subscribed first) has applied the user-* ones.
+client.on('event', (f) => {
+  showLastEventId();
+  const me = session.account();
+  if (!me) return; // anonymous: no users, no messages
+  const { type, data } = f.event;
+  const d = /** @type {any} */ (data);
+  if (type === 'user-update' && d?.id === me.id) applyAccountChange(d);
+  else if (type === 'user-delete') typing.stop(d?.id);
+  else if (type === 'message') {
+    messages.apply(f);
+    typing.stop(d?.userId); // their message is here: they are done typing it
   }
-}
+});
+
+// Events were lost: the users store fetches its own again; the messages come with a new render.
+client.on('reset', () => {
+  showLastEventId();
+  if (!session.account()) return;
+  messages.refetch(async () => toMessages((await fetchPageState()).messages)).catch(() => {});
+});
+
+// Presence (the library's store) and typing (docs/protocol.md section 8): signed-in streams only.
+client.on('presence-change', (c) => {
+  if (!c.online) typing.stop(c.userId);
+});
+client.on('signal', (s) => {
+  const me = session.account();
+  // The sender gets its own signals too: the viewer's own typing is not news to them.
+  if (!me || s.from === me.id || s.signal.type !== 'typing') return;
+  typing.typing(s.from);
+});
 
 /**
  * Applies what the server now says this page's session is: the same account (maybe with new
@@ -168,9 +158,7 @@ async function applySession(next, notice, closeReason) {
   const now = next?.account ?? null;
   if (!now) {
     if (had) {
-      users.replaceWith([]);
       messages.replaceWith([]);
-      online.replaceWith([]);
       typing.clear();
     }
     /** @type {EndReason|null} */
@@ -181,28 +169,12 @@ async function applySession(next, notice, closeReason) {
     return;
   }
   if (had && had.id === now.id) {
-    const rotated = session.get().session?.id !== next?.id;
     const rightsChanged = had.type !== now.type ? now.type : session.get().rightsChanged;
     session.update({ session: next, notice, rightsChanged });
-    if (rotated) presentSuccessor();
     return;
   }
   // Signed in elsewhere, or as someone else: this page's users and messages are not theirs.
   await refreshState();
-}
-
-/**
- * The stream's upgrade rotated the session: its new cookie counts as received only once a
- * request presents it (PROTOCOL.md section 4.4). Present it at once, so that a stolen copy of
- * the old cookie reveals the theft instead of passing for a lost response.
- */
-async function presentSuccessor() {
-  try {
-    const body = await api('GET', '/api/session');
-    if (body.session?.id !== session.get().session?.id) await applySession(body.session, body.notice, null);
-  } catch {
-    // the next request presents it
-  }
 }
 
 /** The signed-in user changed (a rename, or rights): keep the session's account in step. @param {any} u */
@@ -230,26 +202,10 @@ function hydrate(s, fresh) {
   typing.clear();
   const ended = s.notice === 'session-taken' ? 'session-taken' : s.session ? null : session.get().ended;
   session.set({ session: s.session, notice: s.notice, ended, rightsChanged: null });
-  if (fresh) conn.restart(s.lastEventId);
+  if (fresh) client.restart(s.lastEventId);
 }
 
-/** After a reset, events were lost: fetch users and messages again; events meanwhile still apply. */
-async function refetchAfterReset() {
-  if (!session.account()) return;
-  users.beginRefetch();
-  messages.beginRefetch();
-  try {
-    const [list, page] = await Promise.all([api('GET', '/api/users'), fetchPageState()]);
-    users.replaceWith(list);
-    messages.replaceFrames(page.messages);
-  } catch {
-    users.cancelRefetch();
-    messages.cancelRefetch();
-  }
-}
-
-addEventListener('online', () => conn.reconnectNow());
-addEventListener('offline', () => view.renderConn('offline', {}));
+addEventListener('offline', () => view.renderConn('offline', {})); // the library reconnects when it is back
 
 hydrate(state, false);
-conn.start();
+client.connect();

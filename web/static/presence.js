@@ -1,9 +1,9 @@
 // @ts-check
-// Presence and typing (PROTOCOL.md section 8): who is online, who is typing, and when this page
-// says that its own user is typing. None of it is an event: it has no id, is never replayed,
-// and whatever the stream says last is the truth.
+// Typing (docs/protocol.md section 8): who else is typing, and when this page says that its own
+// user is typing. Who is online is the library's PresenceStore (web/client/tidings.js). None of
+// it is an event: it has no id, is never replayed, and whatever the stream says last is the truth.
 
-import { Store } from './stores.js';
+import { Store } from '../client/tidings.js';
 
 /** How long a person's typing line stays after their last typing signal, in ms. */
 export const typingHold = 5000;
@@ -20,41 +20,6 @@ export const typingEvery = 2000;
 
 /** @param {any} id @returns {id is number} */
 const isUserId = (id) => Number.isSafeInteger(id) && id > 0;
-
-/**
- * The ids of the users online: the page's embedded `online` first, then each stream's
- * `presence` frame (which replaces the whole set) and `presence-change` frames.
- * @extends {Store<ReadonlySet<number>>}
- */
-export class PresenceStore extends Store {
-  /** @param {any} [online] the embedded state's `online`; missing or not an array: nobody */
-  constructor(online) {
-    super(new Set());
-    this.replaceWith(online);
-  }
-
-  /** Takes a whole set (a presence frame, or a page state); anything but an array is empty. @param {any} online */
-  replaceWith(online) {
-    const next = new Set(Array.isArray(online) ? online.filter(isUserId) : []);
-    const now = this.get();
-    if (next.size === now.size && [...next].every((id) => now.has(id))) return;
-    this.set(next);
-  }
-
-  /** Applies a presence-change frame's userId and online; malformed ones change nothing. @param {any} userId @param {any} online */
-  change(userId, online) {
-    if (!isUserId(userId) || typeof online !== 'boolean' || this.get().has(userId) === online) return;
-    const next = new Set(this.get());
-    if (online) next.add(userId);
-    else next.delete(userId);
-    this.set(next);
-  }
-
-  /** @param {number} id */
-  has(id) {
-    return this.get().has(id);
-  }
-}
 
 /**
  * The other people typing, in the order they started: each stays for typingHold after their

@@ -1,14 +1,16 @@
 // @ts-check
-// The client's state: small observable stores that apply the stream's events idempotently.
-//
-// Wire types (PROTOCOL.md), as the server sends them:
+// The page's own state: who is signed in and why a session ended, and the messages. The users
+// and who is online are the library's stores (web/client/tidings.js).
+
+import { KeyedStore, Store } from '../client/tidings.js';
+
+// Wire types (docs/protocol.md), as the library declares them:
 /**
- * @typedef {'regular'|'crew'|'admin'} UserType
- * @typedef {{id: number, name: string, type: UserType}} ApiUser
- * @typedef {ApiUser} ApiAccount
- * @typedef {{id: number, account: ApiAccount|null, rotatesAt: string, expiresAt: string}} ApiSession
- * @typedef {{type: string, data: any, time: string}} StoredEvent
- * @typedef {{id: number, event: StoredEvent}} EventFrame
+ * @typedef {import('../client/tidings.js').UserType} UserType
+ * @typedef {import('../client/tidings.js').ApiUser} ApiUser
+ * @typedef {import('../client/tidings.js').ApiAccount} ApiAccount
+ * @typedef {import('../client/tidings.js').ApiSession} ApiSession
+ * @typedef {import('../client/tidings.js').EventFrame} EventFrame
  * @typedef {{lastEventId: number, session: ApiSession|null, notice: string|null,
  *            users: ApiUser[], messages: EventFrame[], online?: number[]}} PageState
  */
@@ -19,34 +21,6 @@
  * @typedef {{session: ApiSession|null, notice: string|null, ended: EndReason|null,
  *            rightsChanged: UserType|null}} SessionState
  */
-
-/** @template T */
-export class Store {
-  /** @type {T} */ #value;
-  /** @type {Set<(value: T) => void>} */ #subs = new Set();
-
-  /** @param {T} value */
-  constructor(value) {
-    this.#value = value;
-  }
-
-  /** @returns {T} */
-  get() {
-    return this.#value;
-  }
-
-  /** @param {T} value */
-  set(value) {
-    this.#value = value;
-    for (const fn of this.#subs) fn(value);
-  }
-
-  /** @param {(value: T) => void} fn @returns {() => void} */
-  subscribe(fn) {
-    this.#subs.add(fn);
-    return () => this.#subs.delete(fn);
-  }
-}
 
 /** The session store: who is signed in, and why a session ended. @extends {Store<SessionState>} */
 export class SessionStore extends Store {
@@ -66,86 +40,6 @@ export class SessionStore extends Store {
   }
 }
 
-/**
- * A keyed collection that events change. While a refetch is in flight, the events applied are
- * also kept, to be applied again over the fetched snapshot: the snapshot may be older than
- * they are, and applying an event twice changes nothing.
- * @template V
- * @extends {Store<V[]>}
- */
-class KeyedStore extends Store {
-  /** @type {Map<number, V>} */ map = new Map();
-  /** @type {EventFrame[]|null} */ #buffer = null;
-
-  constructor() {
-    super([]);
-  }
-
-  /** @param {EventFrame} frame @returns {boolean} whether the store changed */
-  apply(frame) {
-    if (this.#buffer) this.#buffer.push(frame);
-    const changed = this.applyOne(frame);
-    if (changed) this.publish();
-    return changed;
-  }
-
-  /** @param {EventFrame} _frame @returns {boolean} */
-  applyOne(_frame) {
-    return false;
-  }
-
-  /** @param {V[]} values */
-  replaceWith(values) {
-    this.map.clear();
-    for (const v of values) this.map.set(/** @type {any} */ (v).id, v);
-    for (const f of this.#buffer ?? []) this.applyOne(f);
-    this.#buffer = null;
-    this.publish();
-  }
-
-  /** Starts keeping the events applied until the next replaceWith or cancelRefetch. */
-  beginRefetch() {
-    this.#buffer = [];
-  }
-
-  cancelRefetch() {
-    this.#buffer = null;
-  }
-
-  publish() {
-    this.set([...this.map.values()].sort((a, b) => /** @type {any} */ (a).id - /** @type {any} */ (b).id));
-  }
-}
-
-/** Every user, by id: user-update sets one, user-delete removes one. @extends {KeyedStore<ApiUser>} */
-export class UsersStore extends KeyedStore {
-  /** @param {ApiUser[]} users */
-  constructor(users) {
-    super();
-    this.replaceWith(users);
-  }
-
-  /** @param {EventFrame} frame */
-  applyOne(frame) {
-    const { type, data } = frame.event;
-    if (type === 'user-update' && isUser(data)) {
-      const old = this.map.get(data.id);
-      if (old && old.name === data.name && old.type === data.type) return false;
-      this.map.set(data.id, { id: data.id, name: data.name, type: data.type });
-      return true;
-    }
-    if (type === 'user-delete' && data && typeof data.id === 'number') {
-      return this.map.delete(data.id);
-    }
-    return false;
-  }
-}
-
-/** @param {any} d @returns {d is ApiUser} */
-function isUser(d) {
-  return d !== null && typeof d === 'object' && typeof d.id === 'number' && typeof d.name === 'string' && typeof d.type === 'string';
-}
-
 /** How many messages the client keeps. */
 export const keepMessages = 200;
 
@@ -157,9 +51,9 @@ export class MessagesStore extends KeyedStore {
     this.replaceFrames(frames);
   }
 
-  /** @param {EventFrame[]} frames */
+  /** Takes the messages of a page state. @param {EventFrame[]} frames */
   replaceFrames(frames) {
-    this.replaceWith(frames.map(toMessage).filter((m) => m !== null));
+    this.replaceWith(toMessages(frames));
   }
 
   /** @param {EventFrame} frame */
@@ -177,10 +71,15 @@ export class MessagesStore extends KeyedStore {
   }
 }
 
+/** @param {EventFrame[]} frames @returns {Message[]} */
+export function toMessages(frames) {
+  return /** @type {Message[]} */ (frames.map(toMessage).filter((m) => m !== null));
+}
+
 /** @param {EventFrame} f @returns {Message|null} */
 export function toMessage(f) {
   if (f.event.type !== 'message') return null;
-  const d = f.event.data ?? {};
+  const d = /** @type {any} */ (f.event.data ?? {});
   return {
     id: f.id,
     userId: typeof d.userId === 'number' ? d.userId : 0,

@@ -7,8 +7,8 @@
  * @typedef {import('./stores.js').ApiAccount} ApiAccount
  * @typedef {import('./stores.js').Message} Message
  * @typedef {import('./stores.js').SessionState} SessionState
- * @typedef {import('./connection.js').ConnState} ConnState
- * @typedef {import('./connection.js').ConnDetail} ConnDetail
+ * @typedef {import('../client/tidings.js').ConnectionState} ConnState
+ * @typedef {import('../client/tidings.js').StateDetail} ConnDetail
  * @typedef {{
  *   signIn: (endpoint: string, name: string, password: string) => Promise<void>,
  *   signOut: () => Promise<void>,
@@ -45,6 +45,7 @@ export function el(tag, props = {}, ...children) {
 
 const connLabels = { connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline' };
 
+/** @type {Record<import('./stores.js').EndReason, [string, string]>} */
 const endings = {
   'session-taken': ['Your session was taken.', 'Someone else used your sign-in, so it was ended everywhere. Sign in again, and sign out on devices you do not trust.'],
   expired: ['Your session expired.', 'Sign in again to carry on.'],
@@ -208,11 +209,11 @@ export class View {
     this.messagesList = el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', tabindex: 0, 'aria-label': 'Messages, oldest first' });
     const text = /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
       placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' }));
-    const composer = el('form', { id: 'composer', class: 'composer', autocomplete: 'off' },
+    const composer = /** @type {HTMLFormElement} */ (el('form', { id: 'composer', class: 'composer', autocomplete: 'off' },
       el('label', { for: 'composer-text', class: 'visually-hidden', text: 'Message' }),
       text,
       el('button', { type: 'submit', text: 'Send' }),
-      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' })));
     text.addEventListener('input', () => this.actions.typing(text.value));
     text.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
