@@ -136,13 +136,15 @@ func TestEachHeldWriteHasItsOwnTimeout(t *testing.T) {
 	t.Parallel()
 	server, client := net.Pipe() // no buffer: every write waits for the reader
 	defer server.Close()
-	const timeout = 300 * time.Millisecond
+	// Each write waits pace for the reader: well within the timeout, so that a busy machine
+	// does not fail it, while the four together take longer than it.
+	const timeout, pace = time.Second, 300 * time.Millisecond
 	chunk := bytes.Repeat([]byte("x"), corkLimit/2+1) // written through, one write each
 	read := make(chan int, 1)
 	go func() {
 		total, buf := 0, make([]byte, len(chunk))
 		for {
-			time.Sleep(timeout / 2) // a slow reader: the pace under test, not a wait for a state
+			time.Sleep(pace) // a slow reader: the pace under test, not a wait for a state
 			n, err := io.ReadFull(client, buf)
 			total += n
 			if err != nil {
@@ -153,7 +155,7 @@ func TestEachHeldWriteHasItsOwnTimeout(t *testing.T) {
 	}()
 	c := &corkConn{Conn: server}
 	c.hold(timeout)
-	for i := range 4 { // four writes of timeout/2 each: twice the timeout in all
+	for i := range 4 { // four writes of pace each: longer than the timeout in all
 		if err := c.writeWire(chunk); err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
