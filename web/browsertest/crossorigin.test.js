@@ -344,6 +344,45 @@ test('5. a copy of an old token used after the rotation: the app is told session
   assert.deepEqual(app.errors.map(String), [], 'no errors in the app');
 });
 
+test('6. a rotation at the upgrade (the app was away past rotatesAt): the token frame is kept and its successor presented, so an old copy is taken', async () => {
+  await waitState(app, 'live');
+  const copy = await app.evaluate(() => window.app.client.token);
+  const { id: oldId, rotatesAt } = await app.evaluate(() => window.app.client.session);
+  await app.evaluate(() => window.app.client.disconnect());
+  await until('the session to be due', () => Date.now() > Date.parse(rotatesAt) + 100, rotateMs + timeout);
+  const presented = [];
+  app.on('request', (r) => {
+    if (new URL(r.url()).pathname === '/api/session') presented.push(r.headers().authorization ?? null);
+  });
+  const start = (await logOf(app)).order.length;
+  await app.evaluate(() => window.app.client.connect());
+  await app.waitForFunction((from) => window.app.log.order.slice(from).some(([k]) => k === 'ready'), start);
+  const order = (await logOf(app)).order.slice(start);
+  const session = order.findIndex(([k, src]) => k === 'session' && src === 'stream');
+  const token = order.findIndex(([k]) => k === 'token');
+  assert.ok(session >= 0 && token > session, 'the session frame, then the token frame');
+  assert.notEqual(order[session][2], oldId, 'the session frame shows the successor session');
+  assert.equal(order[session][3], 'alice');
+  const successor = order[token][1];
+  assert.ok(successor !== copy && /^[A-Za-z0-9_-]{43}$/.test(successor), 'a new token, kept');
+  assert.equal(await app.evaluate(() => localStorage.getItem('tidings-token')), successor);
+  // The client presents the successor at once (docs/clients.md), not the token it had.
+  await until('the successor to be presented with GET /api/session', () => presented.includes(`Bearer ${successor}`));
+  assert.ok(!presented.includes(`Bearer ${copy}`), `the old token was sent to /api/session: ${presented}`);
+
+  const from = (await logOf(app)).order.length;
+  const taken = await until('the copy to be refused as taken', async () => {
+    const s = await sessionOf(copy);
+    return s.body.session === null ? s : null;
+  }, graceMs + timeout);
+  assert.deepEqual(taken.body, { session: null, notice: 'session-taken' }, 'a theft, not a lost response');
+  await app.waitForFunction((i) => window.app.log.order.slice(i).some(([k, src, , , notice]) => k === 'session' && src === 'http' && notice === 'session-taken'), from);
+  assert.equal(await app.evaluate(() => window.app.client.token), null);
+  assert.equal(await app.evaluate(async () => (await window.app.client.login('alice', 'password-alice')).account.name), 'alice');
+  await app.waitForFunction(() => window.app.client.state === 'live' && window.app.client.account?.name === 'alice');
+  assert.deepEqual(app.errors.map(String), [], 'no errors in the app');
+});
+
 /** A raw WebSocket upgrade of /api/events from node; resolves with the answer's status (101 when upgraded). */
 function upgrade(headers) {
   return new Promise((resolve, reject) => {
@@ -367,7 +406,7 @@ function upgrade(headers) {
   });
 }
 
-test('6. a third origin, not listed, is refused: no CORS, 403 forbidden-origin on a bearer login, no stream', async () => {
+test('7. a third origin, not listed, is refused: no CORS, 403 forbidden-origin on a bearer login, no stream', async () => {
   const stranger = await openApp(strangerSite, { strict: false });
   const got = await stranger.evaluate(async (node) => {
     const c = window.app.client;
