@@ -85,20 +85,42 @@ test('bearer: the token on requests and as a subprotocol; the successor from the
 
 test('bearer: a token frame stores the successor before the 4002; a cookie stream ignores one', () => {
   const told = [];
-  const { client, sock, reconnect } = setup({ token: 'tok1', onToken: (t) => told.push(t) });
+  const { client, sock, reconnect, live, requests } = setup({ token: 'tok1', onToken: (t) => told.push(t) });
   client.connect();
-  sock().frame({ type: 'session', session: sessionOf(7), notice: null });
+  live(sessionOf(7)); // at rotatesAt, after ready: the token frame, then the 4002
   sock().frame({ type: 'token', token: 'tok 2' }); // not base64url: not a token
   sock().frame({ type: 'token', token: 'tok2' });
   sock().serverClose(4002, 'session-rotated');
   reconnect();
   assert.deepEqual(sock().protocols, ['tidings', 'tidings-bearer.tok2']);
   assert.deepEqual(told, ['tok2']);
+  assert.equal(requests.length, 0, 'the reconnection presents it: nothing asked');
 
   const cookie = setup();
   cookie.client.connect();
   cookie.sock().frame({ type: 'token', token: 'stray' });
   assert.equal(cookie.client.token, null);
+});
+
+test('bearer: the upgrade rotated the session: its successor, from the token frame, is presented at once, never the old token', async () => {
+  const told = [];
+  const { client, sock, requests, live } = setup({
+    token: 'tok1', session: sessionOf(7, 100), onToken: (t) => told.push(t),
+    answer: () => ({ body: { session: sessionOf(7, 101), notice: null } }),
+  });
+  client.connect();
+  // The session frame shows the successor session; its token follows in the token frame.
+  sock().frame({ type: 'session', session: sessionOf(7, 101), notice: null });
+  await flush();
+  assert.equal(requests.length, 0, 'not presented with the old token');
+  sock().frame({ type: 'token', token: 'tok2' });
+  await flush();
+  assert.deepEqual(requests.map((r) => [r.url, r.headers.Authorization]), [['http://test/api/session', 'Bearer tok2']]);
+  assert.deepEqual(told, ['tok2']);
+  live(sessionOf(7, 101));
+  await flush();
+  assert.equal(requests.length, 1, 'asked once');
+  assert.equal(client.token, 'tok2');
 });
 
 test('bearer: a token the server resolves to no session (expired, ended, taken) is forgotten', async () => {

@@ -102,6 +102,8 @@ export class Tidings {
   #everLive = false;
   /** Closes since the last ready frame: the backoff's exponent. */
   #failures = 0;
+  /** Whether the current stream has said ready: a token frame before it is the upgrade's rotation. */
+  #streamReady = false;
   #refs = 0;
   #signalRefs = 0;
   #watching = false;
@@ -247,6 +249,7 @@ export class Tidings {
     const ws = new WS(url.href, token ? ['tidings', bearerProtocol + token] : cookieProtocols);
     this.#ws = ws;
     this.#wsToken = token;
+    this.#streamReady = false;
     this.#setState(this.#everLive ? 'reconnecting' : 'connecting', {});
     ws.onmessage = (/** @type {{data: any}} */ m) => {
       if (this.#ws !== ws) return;
@@ -289,6 +292,7 @@ export class Tidings {
       case 'ready':
         if (Number.isSafeInteger(f.lastEventId)) this.#lastEventId = Math.max(this.#lastEventId ?? 0, f.lastEventId);
         this.#failures = 0;
+        this.#streamReady = true;
         this.#everLive = true;
         this.#setState('live', {});
         this.#emit('ready', { lastEventId: this.#lastEventId });
@@ -310,8 +314,12 @@ export class Tidings {
         }
         return;
       case 'token':
-        // Only a bearer stream is sent one: the successor of its token, stored before the 4002.
-        if (this.#wsToken !== null && typeof f.token === 'string' && tokenPattern.test(f.token)) this.#setToken(f.token);
+        // Only a bearer stream is sent one: the successor of its token, stored before the 4002
+        // (after ready), or, right after the session frame, that of the upgrade's own rotation,
+        // which the client presents at once (docs/protocol.md section 4.4) now that it holds it.
+        if (this.#wsToken === null || typeof f.token !== 'string' || !tokenPattern.test(f.token)) return;
+        this.#setToken(f.token);
+        if (!this.#streamReady) this.fetchSession().catch(() => {});
     }
   }
 
@@ -328,9 +336,11 @@ export class Tidings {
     }
     this.#emit('session', { session: next, notice, source: 'stream' });
     const account = accountOf(next);
-    if (account !== null && account === accountOf(prev) && prev.id !== next.id) {
-      // The upgrade rotated the session: present its successor at once (docs/protocol.md
-      // section 4.4), so that a stolen copy of the old one reveals the theft.
+    if (account !== null && account === accountOf(prev) && prev.id !== next.id && this.#wsToken === null) {
+      // The upgrade rotated the session: present its successor (the cookie of the 101) at once
+      // (docs/protocol.md section 4.4), so that a stolen copy of the old one reveals the theft.
+      // A bearer stream's successor comes in the token frame that follows: presented there, for
+      // a request now would carry the old token.
       this.fetchSession().catch(() => {});
     }
   }
