@@ -313,7 +313,7 @@ func (m *Manager) revokeSuccessors(ctx context.Context, tx pgx.Tx, id int64, now
 	if err := data.RevokeSession(ctx, tx, id, data.RevokedTaken, now); err != nil {
 		return err
 	}
-	m.log.Warn("session taken: a rotated cookie came back after its successor was used; successors revoked",
+	m.log.Warn("session taken: a rotated session token (cookie or bearer) came back after its successor was used; successors revoked",
 		"session", id, "revoked", ids)
 	if len(ids) == 0 {
 		return nil
