@@ -38,28 +38,14 @@ func (s *testServer) app(t *testing.T, origin string) *app {
 // the response.
 func (a *app) do(method, path string, body any) (int, []byte, *http.Response) {
 	a.t.Helper()
-	var r io.Reader
-	if body != nil {
-		j, _ := json.Marshal(body)
-		r = bytes.NewReader(j)
-	}
-	req, _ := http.NewRequest(method, a.s.URL+path, r)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	h := http.Header{}
 	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
+		h.Set("Authorization", "Bearer "+a.token)
 	}
 	if a.origin != "" {
-		req.Header.Set("Origin", a.origin)
+		h.Set("Origin", a.origin)
 	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out, resp
+	return doJSON(a.t, a.client, method, a.s.URL+path, body, h)
 }
 
 // signedIn is the answer of a bearer register or login.

@@ -49,18 +49,28 @@ type sessionAnswer struct {
 // do sends a JSON request and returns the status, body and response.
 func (b *browser) do(method, path string, body any) (int, []byte, *http.Response) {
 	b.t.Helper()
+	return doJSON(b.t, b.client, method, b.s.URL+path, body, nil)
+}
+
+// doJSON sends body (nil: none) as JSON with header to url, and returns the status, the body
+// read and the response.
+func doJSON(t *testing.T, c *http.Client, method, url string, body any, header http.Header) (int, []byte, *http.Response) {
+	t.Helper()
 	var r io.Reader
 	if body != nil {
 		j, _ := json.Marshal(body)
 		r = bytes.NewReader(j)
 	}
-	req, _ := http.NewRequest(method, b.s.URL+path, r)
+	req, _ := http.NewRequest(method, url, r)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := b.client.Do(req)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.Do(req)
 	if err != nil {
-		b.t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
