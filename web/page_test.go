@@ -354,16 +354,7 @@ func TestStaticFiles(t *testing.T) {
 	}
 	get := func(path string, header http.Header) (*http.Response, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", s.URL+path, nil)
-		for k, v := range header {
-			req.Header[k] = v
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := getPath(t, s, path, header)
 		return resp, string(b)
 	}
 	resp, body := get(m[1], nil)
