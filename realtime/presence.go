@@ -593,6 +593,10 @@ func (p *Presence) addLocked(f ephFrame) {
 	}
 }
 
+// marksTries is how many reads of the marks a stream's presence frame tries before the stream
+// fails.
+const marksTries = 3
+
 // snapshotAfter returns the presence frame of the view, and the number of the last frame it
 // reflects (a stream sends the frame after ready, then the frames after that number), once the
 // view is at least as new as the tables were at the read of marks, which began after the
@@ -601,6 +605,11 @@ func (p *Presence) addLocked(f ephFrame) {
 // not reaped yet) is read again from them first.
 func (p *Presence) snapshotAfter(ctx context.Context, marks *readCall[[]data.PresenceMark]) ([]byte, int64, error) {
 	m, err := marks.wait(ctx)
+	for try := 1; err != nil && try < marksTries && ctx.Err() == nil; try++ {
+		// A read that failed (a pool drained by a storm's sign-ins, say) is read again rather
+		// than cost the stream: a later read is as new as the caller needs.
+		m, err = p.marks.read(ctx)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("read the presence marks: %w", err)
 	}

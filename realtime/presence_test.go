@@ -3,12 +3,14 @@ package realtime
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,6 +248,41 @@ func TestPresenceFrameFollowsTheTables(t *testing.T) {
 	}
 	two.wantChange("3 on")
 	two.wantChange("501 off")
+}
+
+// failingMarks is a presence store whose first reads of the marks fail.
+type failingMarks struct {
+	PresenceStore
+	failures atomic.Int32 // reads left to fail
+	reads    atomic.Int32
+}
+
+func (f *failingMarks) Marks(ctx context.Context, reapAfter time.Duration) ([]data.PresenceMark, error) {
+	f.reads.Add(1)
+	if f.failures.Add(-1) >= 0 {
+		return nil, errors.New("the pool had no connection in time")
+	}
+	return f.PresenceStore.Marks(ctx, reapAfter)
+}
+
+// TestFailedMarksReadIsTriedAgain: a read of the marks that fails (a storm's sign-ins holding
+// every pooled connection past the call timeout) is made again, and the stream gets its
+// presence frame instead of ending.
+func TestFailedMarksReadIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	pool := datatest.NewPool(t)
+	store := &failingMarks{}
+	a := startPresenceNode(t, pool, PresenceConfig{}, func(s PresenceStore) PresenceStore {
+		store.PresenceStore = s
+		return store
+	})
+	store.failures.Store(marksTries - 1)
+	if _, online := a.open(t, 1); !slices.Equal(online, []int64{1}) {
+		t.Fatalf("presence after failed reads: got %v, want [1]", online)
+	}
+	if n := store.reads.Load(); n != marksTries {
+		t.Fatalf("reads of the marks: got %d, want %d", n, marksTries)
+	}
 }
 
 // leftAtEmpty reports whether node n has no user in their grace.
