@@ -2,6 +2,7 @@ package web
 
 import (
 	"crypto/tls"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 )
@@ -50,17 +51,24 @@ func TestCrossOrigin(t *testing.T) {
 		{[]string{"tauri://localhost"}, "127.0.0.1:8080", false, []string{"null"}, ""},
 	}
 	for _, tc := range cases {
-		r := httptest.NewRequest("GET", "/api/session", nil)
-		r.Host = tc.host
-		if tc.tls {
-			r.TLS = &tls.ConnectionState{}
-		}
-		for _, o := range tc.origin {
-			r.Header.Add("Origin", o)
-		}
+		r := originRequest("/api/session", tc.host, tc.tls, tc.origin)
 		got, ok := newOrigins(tc.allowed).crossOrigin(r)
 		if got != tc.want || ok != (tc.want != "") {
 			t.Errorf("allowed %v, host %s, origin %v: got %q %v, want %q", tc.allowed, tc.host, tc.origin, got, ok, tc.want)
 		}
 	}
+}
+
+// originRequest is a GET of path to host (over TLS when overTLS) with one Origin header per entry
+// of origins.
+func originRequest(path, host string, overTLS bool, origins []string) *http.Request {
+	r := httptest.NewRequest("GET", path, nil)
+	r.Host = host
+	if overTLS {
+		r.TLS = &tls.ConnectionState{}
+	}
+	for _, o := range origins {
+		r.Header.Add("Origin", o)
+	}
+	return r
 }

@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
@@ -196,14 +195,7 @@ func TestOrigins(t *testing.T) {
 		{[]string{"null", "*"}, "localhost:8080", false, []string{"null"}, false},
 	}
 	for _, tc := range cases {
-		r := httptest.NewRequest("GET", "/api/events", nil)
-		r.Host = tc.host
-		if tc.tls {
-			r.TLS = &tls.ConnectionState{}
-		}
-		for _, o := range tc.origin {
-			r.Header.Add("Origin", o)
-		}
+		r := originRequest("/api/events", tc.host, tc.tls, tc.origin)
 		if got := newOrigins(tc.allowed).allow(r); got != tc.want {
 			t.Errorf("allowed %v, host %s, tls %v, origin %v: got %v, want %v", tc.allowed, tc.host, tc.tls, tc.origin, got, tc.want)
 		}
