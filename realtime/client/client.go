@@ -205,6 +205,13 @@ func (c *Client) LastEventID() int64 { return c.last.Load() }
 // bearer client reconnects at once after 4002 when the stream handed it a successor, and with
 // backoff when it did not (the token frame was lost: the old token keeps being closed with 4002
 // until its grace is over, and then gets a fresh successor).
+//
+// An upgrade answered with a status instead of 101 is reported to OnClose as -1 with the
+// reason "upgrade refused: " and the status. A temporary one (UpgradeError.Temporary: 408, 429
+// too-many-streams, every 5xx), like a dial that failed or was refused, is tried again after
+// the backoff with jitter, and after the Retry-After the server gave, if any, first: it ends
+// only with ctx. Any other (400, 401, 403, 404, ...) is final: Run returns it, an
+// *UpgradeError.
 func (c *Client) Run(ctx context.Context) error {
 	defer close(c.events)
 	backoff := c.cfg.MinBackoff
@@ -217,6 +224,10 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		if c.cfg.OnClose != nil {
 			c.cfg.OnClose(code, reason)
+		}
+		var refused *UpgradeError
+		if errors.As(err, &refused) && !refused.Temporary() {
+			return refused
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = c.cfg.MinBackoff // it was a healthy connection
@@ -239,6 +250,10 @@ func (c *Client) Run(ctx context.Context) error {
 		default:
 			wait = rand.N(backoff + 1)
 			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		}
+		if refused != nil {
+			// The server said when to come back: the jitter spreads its clients after that.
+			wait += refused.RetryAfter
 		}
 		c.log.Info("tidings stream closed; reconnecting", "code", code, "reason", reason, "err", err, "in", wait.Round(time.Millisecond))
 		select {

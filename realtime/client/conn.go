@@ -184,9 +184,10 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 	})
 	cancel()
 	if err != nil {
-		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
-			// 400 or 403: the request itself is wrong; retrying changes nothing.
-			return int(websocket.StatusPolicyViolation), fmt.Sprintf("upgrade refused: %d", resp.StatusCode), err
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			// Answered with a status instead of the upgrade: Run decides from it.
+			refused := upgradeRefused(resp)
+			return -1, "upgrade refused: " + refused.statusText(), refused
 		}
 		return -1, "", err
 	}
