@@ -56,7 +56,11 @@ type Config struct {
 	// OnSession is called with each session frame.
 	OnSession func(Session)
 	// OnReset is called when the server says the client must refetch its state; events after
-	// lastEventID follow.
+	// lastEventID follow. It is called once the reset is in Events, possibly before the
+	// consumer of Events has had the events that preceded it.
+	//
+	// Deprecated: read the reset where it stands among the events instead: Events delivers it
+	// as an Event with Reset set.
 	OnReset func(lastEventID int64)
 	// OnReady is called when a (re)connection has caught up with the log.
 	OnReady func(lastEventID int64)
@@ -75,20 +79,26 @@ type Config struct {
 
 	// Every On… callback is called from the client's read goroutine, in the order of the
 	// frames: it must not block for long (nothing is read meanwhile, pongs included), and it
-	// must not call Publish, Ping or Signal, which wait for that goroutine. Events go through
-	// the Events channel instead, so a callback may run before the consumer of Events has had
-	// the events that preceded its frame.
+	// must not call Publish, Ping or Signal, which wait for that goroutine. Events and resets
+	// go through the Events channel instead, so a callback may run before the consumer of
+	// Events has had the events that preceded its frame.
 
 	// Logger receives reconnections; nil discards them.
 	Logger *slog.Logger
 }
 
-// Event is one delivered event.
+// Event is one delivered event, or a reset in its place among them (Reset).
 type Event struct {
 	ID   int64
 	Type string
 	Data json.RawMessage
 	Time time.Time
+	// Reset marks a reset, not an event (docs/protocol.md, section 2): events after the last
+	// id the client had were lost (pruned, or the log moved back), so the caller's state,
+	// built from the events received before this one, must be fetched again. ID is the
+	// server's watermark: a state fetched from now on reflects every event up to it, and the
+	// events that follow have ids above it. Type, Data and Time are empty.
+	Reset bool
 }
 
 // Session is a session frame: the account, if any, and the notice.
@@ -179,7 +189,9 @@ func New(cfg Config) *Client {
 	return c
 }
 
-// Events delivers every event, exactly once and in id order; it is closed when Run returns.
+// Events delivers every event, exactly once and in id order, and each reset (Event.Reset) in
+// its place among them: the events received before a reset are those that came before it. It
+// is closed when Run returns.
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Stats counts the event frames the client dropped because the server broke its promise:
