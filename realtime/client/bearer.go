@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -39,8 +37,15 @@ type APIError struct {
 	RetryAfter time.Duration
 }
 
-func (e *APIError) Error() string {
-	return fmt.Sprintf("tidings: %d %s: %s", e.Status, e.Code, e.Message)
+func (e *APIError) Error() string { return "tidings: " + e.statusText() }
+
+// statusText is the status with the code and message, or with the status's name when the
+// answer held no error body (a proxy's, say).
+func (e *APIError) statusText() string {
+	if e.Code == "" && e.Message == "" {
+		return fmt.Sprintf("%d %s", e.Status, http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.Message)
 }
 
 // Register creates a user on the server at baseURL (http(s)://host:port) and opens a bearer
@@ -101,17 +106,20 @@ func readAnswer(resp *http.Response) ([]byte, error) {
 	if resp.StatusCode < 400 {
 		return b, nil
 	}
-	e := &APIError{Status: resp.StatusCode}
-	var body struct {
+	return nil, apiError(resp, b)
+}
+
+// apiError is the refusal that resp, with body, holds: its status, the code and message of
+// its error body ({"error":{"code","message"}}) if it has one, and its Retry-After.
+func apiError(resp *http.Response, body []byte) *APIError {
+	e := &APIError{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header, time.Now())}
+	var b struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
-	if json.Unmarshal(b, &body) == nil {
-		e.Code, e.Message = body.Error.Code, body.Error.Message
+	if json.Unmarshal(body, &b) == nil {
+		e.Code, e.Message = b.Error.Code, b.Error.Message
 	}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s >= 0 && s < math.MaxInt32 {
-		e.RetryAfter = time.Duration(s) * time.Second
-	}
-	return nil, e
+	return e
 }
 
 // Token returns the bearer session's token as the client holds it now: Config.Token, or the

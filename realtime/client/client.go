@@ -56,7 +56,11 @@ type Config struct {
 	// OnSession is called with each session frame.
 	OnSession func(Session)
 	// OnReset is called when the server says the client must refetch its state; events after
-	// lastEventID follow.
+	// lastEventID follow. It is called once the reset is in Events, possibly before the
+	// consumer of Events has had the events that preceded it.
+	//
+	// Deprecated: read the reset where it stands among the events instead: Events delivers it
+	// as an Event with Reset set.
 	OnReset func(lastEventID int64)
 	// OnReady is called when a (re)connection has caught up with the log.
 	OnReady func(lastEventID int64)
@@ -75,20 +79,26 @@ type Config struct {
 
 	// Every On… callback is called from the client's read goroutine, in the order of the
 	// frames: it must not block for long (nothing is read meanwhile, pongs included), and it
-	// must not call Publish, Ping or Signal, which wait for that goroutine. Events go through
-	// the Events channel instead, so a callback may run before the consumer of Events has had
-	// the events that preceded its frame.
+	// must not call Publish, Ping or Signal, which wait for that goroutine. Events and resets
+	// go through the Events channel instead, so a callback may run before the consumer of
+	// Events has had the events that preceded its frame.
 
 	// Logger receives reconnections; nil discards them.
 	Logger *slog.Logger
 }
 
-// Event is one delivered event.
+// Event is one delivered event, or a reset in its place among them (Reset).
 type Event struct {
 	ID   int64
 	Type string
 	Data json.RawMessage
 	Time time.Time
+	// Reset marks a reset, not an event (docs/protocol.md, section 2): events after the last
+	// id the client had were lost (pruned, or the log moved back), so the caller's state,
+	// built from the events received before this one, must be fetched again. ID is the
+	// server's watermark: a state fetched from now on reflects every event up to it, and the
+	// events that follow have ids above it. Type, Data and Time are empty.
+	Reset bool
 }
 
 // Session is a session frame: the account, if any, and the notice.
@@ -179,7 +189,9 @@ func New(cfg Config) *Client {
 	return c
 }
 
-// Events delivers every event, exactly once and in id order; it is closed when Run returns.
+// Events delivers every event, exactly once and in id order, and each reset (Event.Reset) in
+// its place among them: the events received before a reset are those that came before it. It
+// is closed when Run returns.
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Stats counts the event frames the client dropped because the server broke its promise:
@@ -205,6 +217,13 @@ func (c *Client) LastEventID() int64 { return c.last.Load() }
 // bearer client reconnects at once after 4002 when the stream handed it a successor, and with
 // backoff when it did not (the token frame was lost: the old token keeps being closed with 4002
 // until its grace is over, and then gets a fresh successor).
+//
+// An upgrade answered with a status instead of 101 is reported to OnClose as -1 with the
+// reason "upgrade refused: " and the status. A temporary one (UpgradeError.Temporary: 408, 429
+// too-many-streams, every 5xx), like a dial that failed or was refused, is tried again after
+// the backoff with jitter, and after the Retry-After the server gave, if any, first: it ends
+// only with ctx. Any other (400, 401, 403, 404, ...) is final: Run returns it, an
+// *UpgradeError.
 func (c *Client) Run(ctx context.Context) error {
 	defer close(c.events)
 	backoff := c.cfg.MinBackoff
@@ -217,6 +236,10 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		if c.cfg.OnClose != nil {
 			c.cfg.OnClose(code, reason)
+		}
+		var refused *UpgradeError
+		if errors.As(err, &refused) && !refused.Temporary() {
+			return refused
 		}
 		if time.Since(start) > 10*time.Second {
 			backoff = c.cfg.MinBackoff // it was a healthy connection
@@ -239,6 +262,10 @@ func (c *Client) Run(ctx context.Context) error {
 		default:
 			wait = rand.N(backoff + 1)
 			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		}
+		if refused != nil {
+			// The server said when to come back: the jitter spreads its clients after that.
+			wait += refused.RetryAfter
 		}
 		c.log.Info("tidings stream closed; reconnecting", "code", code, "reason", reason, "err", err, "in", wait.Round(time.Millisecond))
 		select {

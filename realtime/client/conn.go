@@ -184,9 +184,10 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 	})
 	cancel()
 	if err != nil {
-		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
-			// 400 or 403: the request itself is wrong; retrying changes nothing.
-			return int(websocket.StatusPolicyViolation), fmt.Sprintf("upgrade refused: %d", resp.StatusCode), err
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			// Answered with a status instead of the upgrade: Run decides from it.
+			refused := upgradeRefused(resp)
+			return -1, "upgrade refused: " + refused.statusText(), refused
 		}
 		return -1, "", err
 	}
@@ -285,17 +286,12 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 			}
 			return nil
 		}
-		// Stored before the hand-over, so that LastEventID already says f.ID to whoever has
-		// received the event; taken back if it is never handed over.
-		prev := c.last.Swap(f.ID)
-		select {
-		case c.events <- Event{ID: f.ID, Type: f.Event.Type, Data: f.Event.Data, Time: f.Event.Time}:
-		case <-ctx.Done():
-			c.last.Store(prev)
-			return ctx.Err()
-		}
+		return c.deliver(ctx, Event{ID: f.ID, Type: f.Event.Type, Data: f.Event.Data, Time: f.Event.Time})
 	case "reset":
-		c.last.Store(f.LastEventID)
+		// Through Events, in its place: the caller knows which events came before it.
+		if err := c.deliver(ctx, Event{ID: f.LastEventID, Reset: true}); err != nil {
+			return err
+		}
 		if c.cfg.OnReset != nil {
 			c.cfg.OnReset(f.LastEventID)
 		}
@@ -319,6 +315,21 @@ func (c *Client) handle(ctx context.Context, cn *conn, f serverFrame) error {
 		// Any other type is one the client does not know: ignored.
 	}
 	return nil
+}
+
+// deliver hands ev, an event or a reset, to the consumer of Events. The last id is stored
+// before the hand-over, so that LastEventID already says ev.ID to whoever has received ev, and
+// taken back if ev is never handed over: a caller that keeps LastEventID to start from next
+// time is given ev again then.
+func (c *Client) deliver(ctx context.Context, ev Event) error {
+	prev := c.last.Swap(ev.ID)
+	select {
+	case c.events <- ev:
+		return nil
+	case <-ctx.Done():
+		c.last.Store(prev)
+		return ctx.Err()
+	}
 }
 
 // decodeFrame decodes a server frame. Event frames, nearly all of a stream, are read by

@@ -7,6 +7,10 @@
 //	c := client.New(client.Config{URL: "http://127.0.0.1:8080"})
 //	go c.Run(ctx)
 //	for ev := range c.Events() {
+//		if ev.Reset {
+//			refetch() // events were lost: fetch the state again; events after ev.ID follow
+//			continue
+//		}
 //		fmt.Println(ev.ID, ev.Type, string(ev.Data))
 //	}
 //
@@ -22,7 +26,14 @@
 //
 // Events arrive exactly once, in id order, across reconnects: the client resumes from the last
 // id it delivered. A reset (the server pruned what the client missed, or the client is ahead
-// of the log) is reported through Config.OnReset: the caller refetches its state.
+// of the log) arrives through Events too, in its place among the events, as an Event with
+// Reset set: the events before it are those the caller's state was built from, which it
+// fetches again; the events after it follow the reset's ID.
+//
+// Run retries what is temporary: a network failure, a refused dial, and an upgrade answered
+// 408, 429 (too-many-streams) or 5xx, after the backoff and any Retry-After; it ends when ctx
+// does. An upgrade refused with another 4xx (403 forbidden-origin, 404) ends it with an
+// *UpgradeError.
 //
 // A signed-in stream also receives presence and signals (PROTOCOL.md section 8), which are
 // not events: Config.OnPresence has the whole set of online users after each (re)connection,
