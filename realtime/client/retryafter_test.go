@@ -23,6 +23,8 @@ func TestRetryAfter(t *testing.T) {
 		{"1.5", 0},
 		{"soon", 0},
 		{"99999999999", 0},
+		{"3600", maxRetryAfter},
+		{now.Add(24 * time.Hour).Format(http.TimeFormat), maxRetryAfter},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
 	} {

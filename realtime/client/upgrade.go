@@ -48,18 +48,22 @@ func upgradeRefused(resp *http.Response) *UpgradeError {
 	return &UpgradeError{*apiError(resp, body)}
 }
 
-// retryAfter reads a Retry-After header: delay-seconds, or an HTTP date (relative to now);
-// 0 when it is absent, invalid or past.
+// maxRetryAfter is the longest Retry-After the client waits: a server (or a proxy) that asks
+// for an hour or a year gets tried again after this, like any long outage.
+const maxRetryAfter = 5 * time.Minute
+
+// retryAfter reads a Retry-After header: delay-seconds, or an HTTP date (relative to now), at
+// most maxRetryAfter; 0 when it is absent, invalid or past.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	v := h.Get("Retry-After")
 	if v == "" {
 		return 0
 	}
 	if s, err := strconv.ParseInt(v, 10, 32); err == nil {
-		return time.Duration(max(s, 0)) * time.Second
+		return min(time.Duration(max(s, 0))*time.Second, maxRetryAfter)
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }
