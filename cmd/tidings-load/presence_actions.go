@@ -101,14 +101,16 @@ func (r *presenceRun) launch(u int, action func()) bool {
 // presence-change(true), timed from the dial.
 func (r *presenceRun) join(u int) {
 	pu := r.users[u]
+	// base and deadline are set before the change is handed to the streams, whose goroutines
+	// read them: the race detector sees no order in a socket's frames.
 	ch := &change{user: u, online: true}
+	ch.base = time.Now()
+	ch.deadline = ch.base.Add(arrivalDeadline)
 	pu.cur.Store(ch)
 	ps := r.newStream(u, int(r.nextNode.Add(1)%int64(len(r.o.urls))))
 	for _, w := range r.watcherList() {
 		w.awaitChange(ch)
 	}
-	ch.base = time.Now()
-	ch.deadline = ch.base.Add(arrivalDeadline)
 	r.track(&ch.expect, false)
 	pu.streams = []*pstream{ps}
 	r.start(ps, nil)
@@ -124,14 +126,14 @@ func (r *presenceRun) leave(u int) {
 	for _, ps := range streams {
 		ps.leave()
 	}
+	// From before the close: the server's grace cannot begin earlier.
 	ch := &change{user: u, online: false}
+	ch.base = time.Now().Add(r.o.presenceGrace)
+	ch.deadline = ch.base.Add(arrivalDeadline)
 	pu.cur.Store(ch)
 	for _, w := range r.watcherList() {
 		w.awaitChange(ch)
 	}
-	// From before the close: the server's grace cannot begin earlier.
-	ch.base = time.Now().Add(r.o.presenceGrace)
-	ch.deadline = ch.base.Add(arrivalDeadline)
 	r.track(&ch.expect, false)
 	for _, ps := range streams {
 		ps.cancel()
@@ -148,12 +150,12 @@ func (r *presenceRun) signal(ctx context.Context, u int) {
 	pu := r.users[u]
 	ps := pu.streams[rand.N(len(pu.streams))]
 	s := &sig{from: u}
-	pu.sending(time.Now()) // before any stream can find it on its way
+	s.base = time.Now()
+	s.deadline = s.base.Add(arrivalDeadline)
+	pu.sending(s.base) // before any stream can find it on its way
 	for _, w := range r.watcherList() {
 		w.awaitSignal(s)
 	}
-	s.base = time.Now()
-	s.deadline = s.base.Add(arrivalDeadline)
 	r.track(&s.expect, true)
 	err := ps.c.Signal(ctx, "typing", nil)
 	var se *client.SignalError

@@ -22,7 +22,7 @@ const (
 // expect is what an action makes the generator wait for: one arrival at each of some streams,
 // by a deadline.
 type expect struct {
-	base     time.Time    // what arrivals are timed from
+	base     time.Time    // what arrivals are timed from; set before any stream can see it
 	deadline time.Time    // set before the expectation is tracked
 	rem      atomic.Int64 // arrivals awaited, or a state above
 }
