@@ -24,7 +24,7 @@
 // id it delivered. A reset (the server pruned what the client missed, or the client is ahead
 // of the log) is reported through Config.OnReset: the caller refetches its state.
 //
-// A signed-in stream also receives presence and signals (PROTOCOL.md section 8), which are
+// A signed-in stream also receives presence and signals (docs/protocol.md section 8), which are
 // not events: Config.OnPresence has the whole set of online users after each (re)connection,
 // Config.OnPresenceChange each change after it, Config.OnSignal each signal. Client.Signal
 // sends one and reports the server's refusal, if any. Frames of types the client does not
