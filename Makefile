@@ -16,6 +16,7 @@ run:
 ## a bare "context deadline exceeded" at the end of the window (go.dev/issue/75804, fixed in 1.27).
 test:
 	$(GO) vet ./...
+	$(MAKE) check-deploy
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=5000x
 	$(MAKE) test-browser
@@ -30,6 +31,13 @@ test-browser:
 ## example app (web/client/example) and runs tsc --noEmit on it (TypeScript from its lock file)
 test-client:
 	sh web/client/check.sh
+
+## check-deploy: the systemd unit in docs/deploy through systemd-analyze verify (skipped where
+## systemd-analyze is not installed), and the settings of its environment file and of
+## cmd/tidings against the table of docs/operations.md
+.PHONY: check-deploy
+check-deploy:
+	sh docs/deploy/check.sh
 
 ## build: the binaries, in ./bin
 build:

@@ -10,7 +10,7 @@ import (
 	"tidings/data"
 )
 
-// Device cookies (PROTOCOL.md section 4.1), against account lockout by strangers: every
+// Device cookies (docs/protocol.md section 4.1), against account lockout by strangers: every
 // successful register or login gives its user agent a device cookie naming that user, an
 // opaque random token like a session's (NewToken), stored only as its SHA-256 hash with the
 // user's id. A login for that user that presents it is not held by the name's limit, which

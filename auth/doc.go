@@ -6,7 +6,7 @@
 //
 // Every change that must close streams (a rotation, a logout, a theft, a type change, a
 // deleted user) is written as a control event in the same transaction as the change, so that
-// every node closes the streams concerned (PROTOCOL.md section 4).
+// every node closes the streams concerned (docs/protocol.md section 4).
 //
 // # Lock order
 //

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// The limits of register and login (PROTOCOL.md section 4.1, docs/protocol.md).
+// The limits of register and login (docs/protocol.md section 4.1).
 const (
 	loginWindow          = 15 * time.Minute
 	maxFailuresPerName   = 10  // in the database, shared by every node

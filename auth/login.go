@@ -36,7 +36,7 @@ type SignIn struct {
 	Session *ServerSession
 	// Token is the session's cookie.
 	Token Token
-	// Device is the device cookie (PROTOCOL.md section 4.1), valid until DeviceExpires: the one
+	// Device is the device cookie (docs/protocol.md section 4.1), valid until DeviceExpires: the one
 	// presented, renewed, when it names this user; a new one otherwise.
 	Device        Token
 	DeviceExpires time.Time

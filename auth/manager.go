@@ -92,7 +92,7 @@ type ServerSession struct {
 	Account data.User
 }
 
-// Notices a request may carry (PROTOCOL.md section 4.4).
+// Notices a request may carry (docs/protocol.md section 4.4).
 const NoticeSessionTaken = "session-taken"
 
 // Resolution is what a request's cookie amounts to.
@@ -134,7 +134,7 @@ var (
 	ErrNotFound  = errors.New("auth: not found")
 )
 
-// Resolve reads the session behind a cookie's token, applying the rules of PROTOCOL.md
+// Resolve reads the session behind a cookie's token, applying the rules of docs/protocol.md
 // section 4: expiry, rotation when due, the grace period of a rotated session, the replacement
 // of a successor whose response was lost, and theft detection.
 func (m *Manager) Resolve(ctx context.Context, token Token) (Resolution, error) {
@@ -213,8 +213,8 @@ func (m *Manager) resolve(ctx context.Context, tx pgx.Tx, token Token) (Resoluti
 // errNeedsLocks: deciding on the session changes it, which takes its locks.
 var errNeedsLocks = errors.New("auth: the session changes: lock it")
 
-// decide applies the rules of PROTOCOL.md section 4 to a session row locked with its user. With
-// a nil tx (a snapshot, unlocked) it decides only what changes nothing, and returns
+// decide applies the rules of docs/protocol.md section 4 to a session row locked with its user.
+// With a nil tx (a snapshot, unlocked) it decides only what changes nothing, and returns
 // errNeedsLocks for the rest.
 func (m *Manager) decide(ctx context.Context, tx pgx.Tx, row data.SessionRow, account data.User, now time.Time) (Resolution, error) {
 	switch {
@@ -281,7 +281,7 @@ func (m *Manager) decide(ctx context.Context, tx pgx.Tx, row data.SessionRow, ac
 // presenting the cookie would. Without this a page that only holds a stream would leave its
 // successor unpresented, and a thief's old cookie would pass for a lost response. A 101 that
 // was written but never shown to arrive proves nothing: the old cookie then counts as a lost
-// response (PROTOCOL.md section 4.4).
+// response (docs/protocol.md section 4.4).
 func (m *Manager) Presented(ctx context.Context, s *ServerSession) error {
 	return data.MarkSessionPresented(ctx, m.pool, s.ID, m.cfg.Now())
 }

@@ -37,7 +37,7 @@ func (t UserType) Valid() bool { return t.Rank() > 0 }
 // AudienceKind names who may see an event.
 type AudienceKind string
 
-// The audience kinds of PROTOCOL.md section 3.
+// The audience kinds of docs/protocol.md section 3.
 const (
 	AudienceEveryone AudienceKind = "everyone"
 	AudienceSignedIn AudienceKind = "signed-in"

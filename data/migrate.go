@@ -51,11 +51,20 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, files fs.FS, log *slog.Log
 			conn.Conn().Close(unlockCtx) // closing the session releases the lock too
 		}
 	}()
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS tidings_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return fmt.Errorf("migrate: create tidings_migrations: %w", err)
+	// Created only when missing: CREATE TABLE IF NOT EXISTS needs the right to create in the
+	// schema even when the table exists, and nodes that run as a role without it (the node
+	// role of docs/operations.md, "Roles and grants") must get past this with nothing pending.
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('tidings_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return fmt.Errorf("migrate: look for tidings_migrations: %w", err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS tidings_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("migrate: create tidings_migrations: %w", err)
+		}
 	}
 	applied := map[int]bool{}
 	rows, err := conn.Query(ctx, "SELECT version FROM tidings_migrations")

@@ -1,4 +1,5 @@
-// Presence and signals: the database side of PROTOCOL.md section 8 (migrations/0008_presence.sql).
+// Presence and signals: the database side of docs/protocol.md section 8
+// (migrations/0008_presence.sql).
 //
 // Two UNLOGGED tables hold who is online. presence_nodes has one row per node: node (its id),
 // seq (of its last write) and beat (the database's now() at its last write or beat, never a

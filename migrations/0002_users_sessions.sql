@@ -12,7 +12,7 @@ CREATE UNIQUE INDEX users_name_key ON users (lower(name));
 
 -- A session is one cookie. Rotation gives it a successor (a new row, a new token); the old row
 -- stays, with successor_id set, until discard_at, so that a rotated cookie presented again can
--- be told apart from a lost response (theft detection, PROTOCOL.md section 4.4).
+-- be told apart from a lost response (theft detection, docs/protocol.md section 4.4).
 CREATE TABLE sessions (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     token_hash     bytea NOT NULL UNIQUE CHECK (length(token_hash) = 32),

@@ -1,4 +1,5 @@
--- Login limits that hold under parallel attempts, and device cookies (PROTOCOL.md section 4.1).
+-- Login limits that hold under parallel attempts, and device cookies (docs/protocol.md section
+-- 4.1).
 
 -- The attempts counted against one limit: 'name:<lower-cased name>' for the per-name limit,
 -- 'device:<device id>' for the failures of one device cookie. An attempt is reserved here in

@@ -1,11 +1,11 @@
--- Presence and signals (PROTOCOL.md section 8), the database side of data/presence.go.
+-- Presence and signals (docs/protocol.md section 8), the database side of data/presence.go.
 --
 -- Each node publishes the users it holds online: one row of presence_nodes (its seq, and its
 -- beat, renewed every few seconds from the database's clock) and one row of presence_users per
 -- user. A node whose beat is too old is reaped by another's beat, its users with it. Presence
--- is ephemeral (DESIGN.md invariant 10): both tables are UNLOGGED, never written to the WAL, and
--- emptied by a crash or a failover, after which every node finds its row gone and writes its
--- whole set again.
+-- is ephemeral (docs/design.md, "The ephemeral path"): both tables are UNLOGGED, never written to
+-- the WAL, and emptied by a crash or a failover, after which every node finds its row gone and
+-- writes its whole set again.
 CREATE UNLOGGED TABLE presence_nodes (
     node text        PRIMARY KEY CHECK (octet_length(node) BETWEEN 1 AND 128),
     seq  bigint      NOT NULL,

@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 )
 
-// The ephemeral path (PROTOCOL.md section 8): presence changes and signals reach signed-in
+// The ephemeral path (docs/protocol.md section 8): presence changes and signals reach signed-in
 // streams after their ready, through a ring of frames beside the event cache. Nothing here has
 // an event id, and nothing here waits for the event log.
 

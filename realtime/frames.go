@@ -125,7 +125,7 @@ func errorFrame(ref *string, code, message string) []byte {
 	return append(b, '}')
 }
 
-// Client frame error codes (PROTOCOL.md section 2).
+// Client frame error codes (docs/protocol.md section 2).
 const (
 	CodeInvalidFrame    = "invalid-frame"
 	CodeUnauthenticated = "unauthenticated"

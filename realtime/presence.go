@@ -80,7 +80,7 @@ func (c PresenceConfig) withDefaults() PresenceConfig {
 	return c
 }
 
-// Presence is one node's part of who is online (PROTOCOL.md section 8). It counts the
+// Presence is one node's part of who is online (docs/protocol.md section 8). It counts the
 // signed-in streams of each user on this node, writes the node's set to the store at most every
 // FlushEvery (a user whose last stream closed stays in it for the grace), learns every node's
 // set from the store's notifications, and turns the union into the presence frames of this

@@ -393,7 +393,7 @@ func TestLogoutCountsLikeAClose(t *testing.T) {
 }
 
 // TestSignals: a signal reaches every signed-in stream on every node, the sender's own
-// included, and is refused with the codes of PROTOCOL.md section 8.
+// included, and is refused with the codes of docs/protocol.md section 8.
 func TestSignals(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)

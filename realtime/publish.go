@@ -23,7 +23,7 @@ type publishes struct {
 	wg sync.WaitGroup // the goroutine running the queue, while one runs
 
 	mu      sync.Mutex
-	bucket  tokenBucket      // guarded by mu: the socket's publish rate (PROTOCOL.md section 5)
+	bucket  tokenBucket      // guarded by mu: the socket's publish rate (docs/protocol.md section 5)
 	queue   []pendingPublish // guarded by mu: accepted, not yet started, oldest first
 	pending int              // guarded by mu: accepted, not yet answered
 	running bool             // guarded by mu: the goroutine runs

@@ -10,7 +10,7 @@ import (
 	"tidings/data"
 )
 
-// Signals (PROTOCOL.md section 8): ephemeral messages from a signed-in stream to every
+// Signals (docs/protocol.md section 8): ephemeral messages from a signed-in stream to every
 // signed-in stream of every node, the sender's own included. A node gathers them for
 // SignalDelay into one notification; every node, the sender's included, hears it and adds its
 // frames to the ring. Best effort: at most once, never stored, never replayed.
@@ -31,7 +31,7 @@ type ClientSignal struct {
 	Data json.RawMessage
 }
 
-// signal handles a signal frame: the checks of PROTOCOL.md section 8, then the node sends it.
+// signal handles a signal frame: the checks of docs/protocol.md section 8, then the node sends it.
 // It returns the error frame to answer, or nil (success is silent), and whether the signal was
 // refused as invalid.
 func (s *stream) signal(f ClientFrame) (answer []byte, invalid bool) {

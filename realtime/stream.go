@@ -40,7 +40,7 @@ type StreamConfig struct {
 	AccountPublishRate  float64
 	AccountPublishBurst int
 	// SignalRate and SignalBurst shape the per-socket token bucket for signal frames
-	// (defaults 5 per second, bursts of 10; PROTOCOL.md section 8).
+	// (defaults 5 per second, bursts of 10; docs/protocol.md section 8).
 	SignalRate  float64
 	SignalBurst int
 	// MaxInvalidFrames is how many invalid frames in a row close the socket with 1008

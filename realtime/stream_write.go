@@ -142,7 +142,7 @@ func (w *writer) park() bool {
 	return true
 }
 
-// start decides where the stream begins (PROTOCOL.md section 2), from the database, never
+// start decides where the stream begins (docs/protocol.md section 2), from the database, never
 // from the hub's head, which may lag it by any amount: live from the watermark when no
 // lastEventId was given; a reset to the watermark when the client is ahead of it, or when
 // retention pruned an event it has not seen; otherwise a replay up to the watermark, with
@@ -204,7 +204,7 @@ func (w *writer) maybeReady() error {
 	if err := w.write(watermarkFrame("ready", w.readyAt)); err != nil {
 		return err
 	}
-	// Who is online, then every change after it (PROTOCOL.md section 8).
+	// Who is online, then every change after it (docs/protocol.md section 8).
 	frame, seq, err := p.snapshotAfter(w.ctx, w.marks)
 	if err != nil {
 		return err
@@ -277,7 +277,7 @@ func (w *writer) step(ctx context.Context) (bool, error) {
 	return true, w.release()
 }
 
-// checkLag applies the lag rule to a live stream (PROTOCOL.md section 5): more than MaxLag
+// checkLag applies the lag rule to a live stream (docs/protocol.md section 5): more than MaxLag
 // events behind the hub's head, the oldest of them waiting for SlowAfter, is too slow. waiting
 // are the next events from the cache; tooOld says the next one has left the cache already,
 // so its wait is counted from when the stream first found itself there.

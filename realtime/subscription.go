@@ -13,7 +13,7 @@ type CloseReason struct {
 	Reason string
 }
 
-// The close reasons of PROTOCOL.md section 2.
+// The close reasons of docs/protocol.md section 2.
 var (
 	CloseGoingAway      = CloseReason{1001, "going-away"}
 	ClosePolicy         = CloseReason{websocket.StatusPolicyViolation, "too many invalid frames"}

@@ -13,7 +13,7 @@ type Viewer struct {
 // SignedIn reports whether the viewer is an account.
 func (v Viewer) SignedIn() bool { return v.UserID != 0 }
 
-// CanSee reports whether an event with audience a may be sent to v (PROTOCOL.md section 3).
+// CanSee reports whether an event with audience a may be sent to v (docs/protocol.md section 3).
 func (v Viewer) CanSee(a data.Audience) bool {
 	switch a.Kind {
 	case "", data.AudienceEveryone:

@@ -7,7 +7,7 @@ import (
 	"tidings/auth"
 )
 
-// Bearer sessions (docs/protocol.md, "Bearer sessions"): the session of PROTOCOL.md section 4
+// Bearer sessions (docs/protocol.md section 4.5): the session of section 4
 // with its token carried by the client instead of a cookie, for apps that the cookie does not
 // reach (another origin, a desktop wrapper, a backend acting for a user).
 const (

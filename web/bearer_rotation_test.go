@@ -11,7 +11,7 @@ import (
 	"tidings/web"
 )
 
-// Rotation, grace, lost responses and theft (PROTOCOL.md sections 4.3 and 4.4) with bearer
+// Rotation, grace, lost responses and theft (docs/protocol.md sections 4.3 and 4.4) with bearer
 // tokens: the successor in the Tidings-Session-Token header of a request, or in a token frame
 // on the stream.
 

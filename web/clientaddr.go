@@ -47,9 +47,9 @@ func logAddr(a netip.Addr, remoteAddr string) string {
 const maxHops = 32
 
 // ClientIP returns the address of the client that sent a request with this remote address and
-// header (PROTOCOL.md section 5, TIDINGS_TRUSTED_PROXIES). It is the peer's address, unless the
-// peer is in trusted: then it is the right-most hop of X-Forwarded-For (or, when the request has
-// none, of Forwarded) that is not in trusted, since every hop to its right was written by a
+// header (docs/protocol.md section 5, TIDINGS_TRUSTED_PROXIES). It is the peer's address, unless
+// the peer is in trusted: then it is the right-most hop of X-Forwarded-For (or, when the request
+// has none, of Forwarded) that is not in trusted, since every hop to its right was written by a
 // proxy of ours and every hop to its left may be the client's invention. When every hop is
 // trusted it is the left-most; when a hop cannot be read (Forwarded's "unknown", an obfuscated
 // name, garbage), the trusted proxy that wrote it could not name its client, and the answer is

@@ -7,7 +7,7 @@
 // TIDINGS_ALLOWED_ORIGINS lists (cors.go).
 //
 // Guarantees: every refusal is a JSON error {"error":{"code","message"}} with the status of
-// PROTOCOL.md; no request body larger than 1 MiB is read; a session token is never written to a
-// log, an error body or the selected subprotocol; a stream's goroutines are all joined before
+// docs/protocol.md; no request body larger than 1 MiB is read; a session token is never written to
+// a log, an error body or the selected subprotocol; a stream's goroutines are all joined before
 // Shutdown returns.
 package web

@@ -70,7 +70,7 @@ type Deps struct {
 	Metrics http.Handler
 }
 
-// maxBody is the largest request body read (PROTOCOL.md section 5).
+// maxBody is the largest request body read (docs/protocol.md section 5).
 const maxBody = 1 << 20
 
 // Handler serves the HTTP API and the event stream.
@@ -92,7 +92,7 @@ type Handler struct {
 	cancelStream context.CancelFunc
 }
 
-// NewHandler returns the handler of every route of PROTOCOL.md that exists so far.
+// NewHandler returns the handler of every route of docs/protocol.md that exists so far.
 func NewHandler(deps Deps, cfg Config) *Handler {
 	log := cfg.Logger
 	if log == nil {
@@ -264,7 +264,7 @@ func (h *Handler) Shutdown(ctx context.Context) {
 	}
 }
 
-// lastEventID serves the safe watermark (PROTOCOL.md section 1).
+// lastEventID serves the safe watermark (docs/protocol.md section 1).
 func (h *Handler) lastEventID(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	id, err := h.deps.Events.Watermark(r.Context())
 	if err != nil {

@@ -9,7 +9,8 @@ import (
 // hostKey is one allowed Host: a name, and a port or "" for any port.
 type hostKey struct{ name, port string }
 
-// hosts decides which Host headers are answered (PROTOCOL.md section 5, TIDINGS_ALLOWED_HOSTS).
+// hosts decides which Host headers are answered (docs/protocol.md section 5,
+// TIDINGS_ALLOWED_HOSTS).
 type hosts struct {
 	allowed  map[hostKey]bool // set at construction; empty: see loopback
 	loopback bool             // with allowed empty: only loopback names; else any Host

@@ -10,7 +10,7 @@ import (
 const DefaultMaxStreamsPerSession = 16
 
 // DefaultMaxStreamsPerAddress is how many streams one client address may hold open on a node
-// when Config.MaxStreamsPerAddress is 0 (PROTOCOL.md section 5): a large office behind one
+// when Config.MaxStreamsPerAddress is 0 (docs/protocol.md section 5): a large office behind one
 // NAT, far below what one node holds.
 const DefaultMaxStreamsPerAddress = 1000
 

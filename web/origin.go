@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// origins decides which Origin headers are allowed (PROTOCOL.md section 2).
+// origins decides which Origin headers are allowed (docs/protocol.md section 2).
 type origins struct {
 	allowed map[string]bool // normalized "scheme://host[:port]" of http(s) origins
 	exact   map[string]bool // other origins ("tauri://localhost"), exactly as listed

@@ -25,7 +25,7 @@ import (
 //go:embed static client/tidings.js
 var static embed.FS
 
-// pageMessages is how many message events the page embeds (PROTOCOL.md section 6).
+// pageMessages is how many message events the page embeds (docs/protocol.md section 6).
 const pageMessages = 50
 
 // contentSecurityPolicy allows only this origin's scripts, styles, images and connections
@@ -113,14 +113,14 @@ func (s *site) serveStatic(w http.ResponseWriter, r *http.Request, ps httprouter
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 }
 
-// pageState is the state the page embeds for the client (PROTOCOL.md section 6).
+// pageState is the state the page embeds for the client (docs/protocol.md section 6).
 type pageState struct {
 	LastEventID int64          `json:"lastEventId"`
 	Session     *ApiSession    `json:"session"`
 	Notice      *string        `json:"notice"`
 	Users       []auth.ApiUser `json:"users"`
 	Messages    []pageEvent    `json:"messages"`
-	Online      []int64        `json:"online"` // PROTOCOL.md section 8; empty when anonymous
+	Online      []int64        `json:"online"` // docs/protocol.md section 8; empty when anonymous
 }
 
 // pageEvent is an event as an event frame carries it: {"id":57,"event":{"type","data","time"}}.
@@ -230,7 +230,7 @@ func (h *Handler) page(s *site) httprouter.Handle {
 	}
 }
 
-// pageState reads the page's state in the order of PROTOCOL.md section 6: the watermark, then
+// pageState reads the page's state in the order of docs/protocol.md section 6: the watermark, then
 // the session (which may rotate the cookie), then the users and the messages it may see, which
 // are never older than the watermark.
 func (h *Handler) pageState(w http.ResponseWriter, r *http.Request) (pageState, error) {

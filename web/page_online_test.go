@@ -11,7 +11,7 @@ import (
 	"tidings/realtime"
 )
 
-// The People list of GET / shows who is online (PROTOCOL.md section 8) from the embedded
+// The People list of GET / shows who is online (docs/protocol.md section 8) from the embedded
 // online set, with the client's markup (web/static/views.js), so that hydration, which renders
 // the same set, changes nothing on the screen.
 

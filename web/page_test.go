@@ -16,7 +16,7 @@ import (
 	"tidings/data"
 )
 
-// pageState is the state GET / embeds (PROTOCOL.md section 6), decoded strictly enough that a
+// pageState is the state GET / embeds (docs/protocol.md section 6), decoded strictly enough that a
 // null where an array belongs shows.
 type pageState struct {
 	LastEventID int64           `json:"lastEventId"`

@@ -8,12 +8,12 @@ import (
 	"time"
 )
 
-// The rate limits of PATCH /api/users/:id (PROTOCOL.md section 4.1). Every change it makes is a
-// user-update event that every signed-in stream receives, so an account may not make changes
+// The rate limits of PATCH /api/users/:id (docs/protocol.md section 4.1). Every change it makes is
+// a user-update event that every signed-in stream receives, so an account may not make changes
 // faster than a person renames, nor an address with many accounts. Both are kept in each
 // node's memory.
 const (
-	// patchRate and patchBurst shape each account's bucket: the floor of PROTOCOL.md, bursts
+	// patchRate and patchBurst shape each account's bucket: the floor of docs/protocol.md, bursts
 	// of 10 and 1 per second.
 	patchRate  = 1.0
 	patchBurst = 10

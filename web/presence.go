@@ -7,7 +7,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 )
 
-// presence serves GET /api/presence (PROTOCOL.md section 8): who is online, for a signed-in
+// presence serves GET /api/presence (docs/protocol.md section 8): who is online, for a signed-in
 // session.
 func (h *Handler) presence(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	if _, ok := h.account(w, r); !ok {

@@ -18,7 +18,7 @@ import (
 )
 
 // A successor session whose cookie rode on a stream's 101 counts as presented only once the
-// client shows that it received the 101 (PROTOCOL.md section 4.4): these tests drive real
+// client shows that it received the 101 (docs/protocol.md section 4.4): these tests drive real
 // sockets that drop right after the 101, answer the server's ping, or send a frame.
 
 // readOn reads the stream in the background, as a page does, answering pings, until it ends;

@@ -108,7 +108,7 @@ func requestDigest(v any) [32]byte {
 	return sha256.Sum256(b)
 }
 
-// publish stores events from a backend (PROTOCOL.md section 3), all in one transaction. With
+// publish stores events from a backend (docs/protocol.md section 3), all in one transaction. With
 // an Idempotency-Key it is safe to retry: a request with the key of one stored within the key
 // window returns the first request's ids, marked with Idempotent-Replayed: true.
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {

@@ -10,14 +10,14 @@ import (
 	"tidings/realtime"
 )
 
-// Cookie names (PROTOCOL.md section 4): the __Host- prefix binds the cookie to this host over
+// Cookie names (docs/protocol.md section 4): the __Host- prefix binds the cookie to this host over
 // https; development mode on plain http uses the plain name.
 const (
 	cookieName    = "__Host-tidings-session"
 	devCookieName = "tidings-session"
 )
 
-// deviceCookieName is the device cookie's (PROTOCOL.md section 4.1), in every mode: the
+// deviceCookieName is the device cookie's (docs/protocol.md section 4.1), in every mode: the
 // protocol names it so. Secure outside development, like the session cookie.
 const deviceCookieName = "tidings-device"
 

@@ -169,7 +169,7 @@ func TestPasswordHashingIsBounded(t *testing.T) {
 }
 
 // TestRegisterRateLimitPerAddress: one address registers 20 users, then gets 429 with a
-// Retry-After (PROTOCOL.md section 4.1: a per-address limit allows at least 20 a minute).
+// Retry-After (docs/protocol.md section 4.1: a per-address limit allows at least 20 a minute).
 func TestRegisterRateLimitPerAddress(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{})
@@ -277,7 +277,7 @@ func cookieHeader(resp *http.Response, name string) string {
 }
 
 // TestSecureDeviceCookieOutsideDevelopment: outside development the device cookie has the
-// session cookie's rules but under the name PROTOCOL.md gives it, tidings-device: Secure,
+// session cookie's rules but under the name docs/protocol.md gives it, tidings-device: Secure,
 // HttpOnly, SameSite=Lax, Path=/; a login reads it under that name.
 func TestSecureDeviceCookieOutsideDevelopment(t *testing.T) {
 	t.Parallel()

@@ -17,7 +17,7 @@ import (
 	"tidings/realtime"
 )
 
-// Subprotocol is the WebSocket subprotocol of PROTOCOL.md version 1. SubprotocolShort names
+// Subprotocol is the WebSocket subprotocol of docs/protocol.md version 1. SubprotocolShort names
 // the same protocol: a bearer client offers it beside its token.
 const Subprotocol = "tidings.v1"
 
@@ -58,7 +58,7 @@ func ParseLastEventID(rawQuery string) (*int64, error) {
 	return found, nil
 }
 
-// events upgrades to the event stream (PROTOCOL.md section 2).
+// events upgrades to the event stream (docs/protocol.md section 2).
 func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	after, err := ParseLastEventID(r.URL.RawQuery)
 	if err != nil {
@@ -115,7 +115,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ httprouter.Pa
 	if res.NewToken != "" {
 		// The new cookie rode on the 101 (or the token on the token frame), but a 101 written
 		// may still be lost: the successor counts as presented only once the client shows that
-		// it received it (PROTOCOL.md section 4.4: a lost response is never taken for a theft).
+		// it received it (docs/protocol.md section 4.4: a lost response is never taken for a theft).
 		successor := res.Session
 		if cred.bearer {
 			opts.TokenFrame = tokenFrame(res.NewToken)

@@ -22,7 +22,7 @@ import (
 	"tidings/realtime/client"
 )
 
-// summary is the last line of a run (PROTOCOL.md section 7, plus what a load test also wants).
+// summary is the last line of a run (docs/protocol.md section 7, plus what a load test also wants).
 type summary struct {
 	Peer                string           `json:"peer,omitempty"`
 	Sockets             int              `json:"sockets"`

@@ -2,7 +2,7 @@
 // checks every delivery: it opens N anonymous streams, publishes R events per second for D
 // through POST /api/publish (one event per call, type "load", audience everyone), waits for
 // delivery, and prints a JSON summary as the last line of its standard output. It exits 1 when
-// any event is missing, duplicated or out of order (PROTOCOL.md section 7).
+// any event is missing, duplicated or out of order (docs/protocol.md section 7).
 //
 // With -storm it then drops every stream at once, publishes a few events while they are away,
 // reconnects them all at once from their last ids, and reports how long each took to be
@@ -10,7 +10,7 @@
 //
 // With -users N the streams are signed in: N users (registered, or read from -users-file and
 // signed in) share them, each user's streams sharing its cookie jar, so that the same storm can
-// be timed with signed-in streams (which receive presence, PROTOCOL.md section 8).
+// be timed with signed-in streams (which receive presence, docs/protocol.md section 8).
 //
 // With -presence it measures presence and signals instead of events: N users over the
 // streams, on one or more nodes (-url a,b,c), then -rate actions per second for -duration

@@ -14,7 +14,7 @@ import (
 	"tidings/realtime/client"
 )
 
-// presenceSummary is what a presence run measured (PROTOCOL.md section 8).
+// presenceSummary is what a presence run measured (docs/protocol.md section 8).
 type presenceSummary struct {
 	Users   int     `json:"users"`
 	Sockets int     `json:"sockets"` // streams open at the start, spread over the users
@@ -63,7 +63,7 @@ type presenceSummary struct {
 	Postgres   postgresCost        `json:"postgres"`
 }
 
-// failed reports whether the server broke a promise of PROTOCOL.md section 8.
+// failed reports whether the server broke a promise of docs/protocol.md section 8.
 func (p *presenceSummary) failed() bool {
 	return p.Flaps > 0 || p.MissedSignals > 0 || p.MissedChanges > 0
 }
@@ -401,11 +401,11 @@ func (r *presenceRun) setup(ctx context.Context) (int, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// The presence frame follows ready at once (PROTOCOL.md section 8).
+	// The presence frame follows ready at once (docs/protocol.md section 8).
 	deadline = time.Now().Add(5 * time.Second)
 	for count(framed) < len(all) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return count(framed), fmt.Errorf("%d of %d ready streams had no presence frame within 5 s: has the server presence (PROTOCOL.md section 8)?", len(all)-count(framed), len(all))
+			return count(framed), fmt.Errorf("%d of %d ready streams had no presence frame within 5 s: has the server presence (docs/protocol.md section 8)?", len(all)-count(framed), len(all))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

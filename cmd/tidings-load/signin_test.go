@@ -19,7 +19,7 @@ import (
 )
 
 // startNode starts a tidings node in development mode (its session cookie goes over plain
-// http) that takes publishes with load-key, with presence (PROTOCOL.md section 8) or without.
+// http) that takes publishes with load-key, with presence (docs/protocol.md section 8) or without.
 func startNode(t *testing.T, presence bool) *webtest.Node {
 	t.Helper()
 	o := webtest.Options{Hub: realtime.HubConfig{Poll: time.Second},

@@ -14,7 +14,7 @@ import (
 )
 
 // tidings is the server under test: streams are the Go client, publishes go through POST
-// /api/publish (PROTOCOL.md sections 2 and 3).
+// /api/publish (docs/protocol.md sections 2 and 3).
 type tidings struct {
 	url    string      // the node that publishes
 	urls   []string    // every node

@@ -24,7 +24,7 @@ type SignIn struct {
 	// Token is the session's secret: whoever holds it acts as the user until it is rotated.
 	// Keep it where the program keeps secrets, and give it to Config.Token.
 	Token string
-	// Session is the ApiSession object (PROTOCOL.md section 4).
+	// Session is the ApiSession object (docs/protocol.md section 4).
 	Session json.RawMessage
 }
 

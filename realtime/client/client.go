@@ -40,7 +40,7 @@ type Config struct {
 	// it next time. Calls are made one at a time, in order, from the goroutine that learned
 	// of the token: the stream's, or a caller of Do, Session or Logout.
 	OnToken func(token string)
-	// OnNotice is called with each notice of the server (PROTOCOL.md section 4.4:
+	// OnNotice is called with each notice of the server (docs/protocol.md section 4.4:
 	// "session-taken"): from a session frame, or from the answer of GET /api/session, which
 	// the client asks after a 4001 or 4003 close, and Session.
 	OnNotice func(notice string)
@@ -68,7 +68,7 @@ type Config struct {
 	// failure) and reason.
 	OnClose func(code int, reason string)
 	// OnPresence is called with each presence frame: every online user id, ascending, sent
-	// once per (re)connection of a signed-in stream, right after ready (PROTOCOL.md section
+	// once per (re)connection of a signed-in stream, right after ready (docs/protocol.md section
 	// 8). It replaces what the caller knew: changes while the client was away are not sent.
 	OnPresence func(online []int64)
 	// OnPresenceChange is called with each presence-change frame: userID came online or went
@@ -107,7 +107,7 @@ type Session struct {
 	Notice  string          // "" or "session-taken"
 }
 
-// PublishError is the server's refusal of a publish (codes of PROTOCOL.md section 2).
+// PublishError is the server's refusal of a publish (codes of docs/protocol.md section 2).
 type PublishError struct {
 	Code    string
 	Message string
@@ -212,7 +212,7 @@ func (c *Client) LastEventID() int64 { return c.last.Load() }
 
 // Run connects and reconnects until ctx ends or the server closes with a code that
 // reconnecting cannot fix (1008, 1009), then closes Events. Close codes are handled as
-// PROTOCOL.md says: 4002 reconnects at once; 4001 and 4003 fetch /api/session (which clears a
+// docs/protocol.md says: 4002 reconnects at once; 4001 and 4003 fetch /api/session (which clears a
 // dead cookie) and reconnect; 4004, 1001, 1011 and network failures back off with jitter. A
 // bearer client reconnects at once after 4002 when the stream handed it a successor, and with
 // backoff when it did not (the token frame was lost: the old token keeps being closed with 4002

@@ -137,7 +137,7 @@ type serverFrame struct {
 	Session     json.RawMessage `json:"session"`
 	Notice      *string         `json:"notice"`
 	Token       string          `json:"token"`
-	// Of the ephemeral frames (PROTOCOL.md section 8): online is a list in presence and a
+	// Of the ephemeral frames (docs/protocol.md section 8): online is a list in presence and a
 	// boolean in presence-change.
 	Online json.RawMessage `json:"online"`
 	UserID int64           `json:"userId"`
@@ -151,7 +151,7 @@ type serverFrame struct {
 // presencePrefix starts every presence frame tidings writes.
 var presencePrefix = []byte(`{"type":"presence","online":[`)
 
-// knownFrames are the frame types the client acts on; it ignores every other (PROTOCOL.md
+// knownFrames are the frame types the client acts on; it ignores every other (docs/protocol.md
 // section 2: the protocol grows by adding frame types).
 var knownFrames = map[string]bool{
 	"session": true, "event": true, "reset": true, "ready": true, "ack": true, "error": true, "pong": true,

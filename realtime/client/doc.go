@@ -35,7 +35,7 @@
 // does. An upgrade refused with another 4xx (403 forbidden-origin, 404) ends it with an
 // *UpgradeError.
 //
-// A signed-in stream also receives presence and signals (PROTOCOL.md section 8), which are
+// A signed-in stream also receives presence and signals (docs/protocol.md section 8), which are
 // not events: Config.OnPresence has the whole set of online users after each (re)connection,
 // Config.OnPresenceChange each change after it, Config.OnSignal each signal. Client.Signal
 // sends one and reports the server's refusal, if any. Frames of types the client does not

@@ -9,7 +9,7 @@ import (
 )
 
 // Signal is an ephemeral message that a signed-in user sent to every signed-in stream
-// (PROTOCOL.md section 8): never stored, never replayed, delivered at most once.
+// (docs/protocol.md section 8): never stored, never replayed, delivered at most once.
 type Signal struct {
 	// From is the sender's user id, filled in by the server.
 	From int64
@@ -36,7 +36,7 @@ func (e *SignalError) Error() string {
 // not have been sent on.
 var ErrNoAnswer = errors.New("tidings: no answer from the server")
 
-// Signal sends an ephemeral signal (PROTOCOL.md section 8) of signalType with data, a value
+// Signal sends an ephemeral signal (docs/protocol.md section 8) of signalType with data, a value
 // that encodes as a JSON object (nil sends {}), to every signed-in stream, this one included.
 //
 // The server answers a signal it accepts with nothing, and one it refuses with an error frame
@@ -81,7 +81,7 @@ func (c *Client) Signal(ctx context.Context, signalType string, data any) error 
 	return nil
 }
 
-// presenceFrame acts on the frames of PROTOCOL.md section 8, and reports false for any other.
+// presenceFrame acts on the frames of docs/protocol.md section 8, and reports false for any other.
 func (c *Client) presenceFrame(f *serverFrame) (bool, error) {
 	switch f.Type {
 	case "presence":

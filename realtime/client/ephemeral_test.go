@@ -50,7 +50,7 @@ func writeFrames(ctx context.Context, ws *websocket.Conn, frames ...string) erro
 // TestEphemeralFramesBetweenEvents: presence and signal frames, and frames of types the client
 // does not know (with fields of any shape, a ref included), arrive between events. The client
 // reports each ephemeral frame in order, delivers every event once and in order, and keeps
-// the one connection it has (PROTOCOL.md sections 2 and 8).
+// the one connection it has (docs/protocol.md sections 2 and 8).
 func TestEphemeralFramesBetweenEvents(t *testing.T) {
 	t.Parallel()
 	ev := func(id int) string {

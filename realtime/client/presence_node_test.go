@@ -80,7 +80,7 @@ func next[T any](t *testing.T, ch <-chan T, what string) T {
 
 // TestPresenceAndSignalsFromANode: against a node with presence, a signed-in client gets the
 // online set after ready and every change after it; its signals reach every signed-in stream,
-// its own included; and Signal reports each refusal of PROTOCOL.md section 8 by its code.
+// its own included; and Signal reports each refusal of docs/protocol.md section 8 by its code.
 func TestPresenceAndSignalsFromANode(t *testing.T) {
 	t.Parallel()
 	n, err := webtest.Start(datatest.NewPool(t), webtest.Options{Web: web.Config{Dev: true},

@@ -1,4 +1,4 @@
-// Presence and typing (PROTOCOL.md section 8) in headless Chromium against the real server:
+// Presence and typing (docs/protocol.md section 8) in headless Chromium against the real server:
 // people see who is online from the first paint on, see who else is typing, and see someone go
 // offline once their page is closed and the grace has passed. The node runs with a grace of 1 s.
 

@@ -1,4 +1,4 @@
-// Sessions ending under an open page, in real browsers: theft (PROTOCOL.md section 4.4), where
+// Sessions ending under an open page, in real browsers: theft (docs/protocol.md section 4.4), where
 // two contexts hold one cookie and both are told the session was taken, and expiry.
 
 import assert from 'node:assert/strict';

@@ -44,7 +44,7 @@ type Options struct {
 	Lag bool
 	// Publisher configures the node's group commit.
 	Publisher data.PublisherConfig
-	// Presence, if set, runs the node's presence with it (PROTOCOL.md section 8): presence
+	// Presence, if set, runs the node's presence with it (docs/protocol.md section 8): presence
 	// frames, signals, GET /api/presence and the page's online.
 	Presence *realtime.PresenceConfig
 }
