@@ -230,6 +230,16 @@ func (h *Handler) page(s *site) httprouter.Handle {
 	}
 }
 
+// pageForm answers a form of the page submitted before the page's scripts ran (a slow network,
+// or none): every form posts to /, so that nothing typed, a password least of all, can reach a
+// URL (a form without a method would send GET /?name=…&password=…). It reads none of the body
+// and sends the browser back to the page, whose scripts then send what the person types.
+func (h *Handler) pageForm(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "same-origin")
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
 // pageState reads the page's state in the order of PROTOCOL.md section 6: the watermark, then
 // the session (which may rotate the cookie), then the users and the messages it may see, which
 // are never older than the watermark.

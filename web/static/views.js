@@ -168,7 +168,7 @@ export class View {
     this.usersList = this.messagesList = this.peopleCount = this.typingLine = null;
     /** @param {string} id @param {string} title @param {string} endpoint @param {boolean} creating */
     const form = (id, title, endpoint, creating) => {
-      const f = el('form', { id, class: 'card' },
+      const f = el('form', { id, method: 'post', action: '/', class: 'card' },
         el('h3', { text: title }),
         el('label', { for: `${id}-name`, text: 'Name' }),
         el('input', { id: `${id}-name`, name: 'name', autocomplete: 'username', required: true, maxlength: 64,
@@ -209,7 +209,7 @@ export class View {
     this.messagesList = el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', tabindex: 0, 'aria-label': 'Messages, oldest first' });
     const text = /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
       placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' }));
-    const composer = /** @type {HTMLFormElement} */ (el('form', { id: 'composer', class: 'composer', autocomplete: 'off' },
+    const composer = /** @type {HTMLFormElement} */ (el('form', { id: 'composer', method: 'post', action: '/', class: 'composer', autocomplete: 'off' },
       el('label', { for: 'composer-text', class: 'visually-hidden', text: 'Message' }),
       text,
       el('button', { type: 'submit', text: 'Send' }),
@@ -240,7 +240,7 @@ export class View {
     const renameInput = /** @type {HTMLInputElement} */ (el('input', { id: 'rename-name', name: 'name', required: true, maxlength: 64,
       pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' }));
     renameInput.value = account.name;
-    const rename = el('form', { id: 'rename', class: 'rename', autocomplete: 'off' },
+    const rename = el('form', { id: 'rename', method: 'post', action: '/', class: 'rename', autocomplete: 'off' },
       el('label', { for: 'rename-name', text: 'Your name' }),
       el('div', { class: 'row' }, renameInput, el('button', { type: 'submit', text: 'Rename' })),
       el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
