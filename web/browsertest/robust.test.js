@@ -83,3 +83,80 @@ test('a form sent before the scripts ran puts nothing in a URL, and comes back t
   }
   await context.close();
 });
+
+/**
+ * Holds the page's main script until the returned release() is called.
+ * @param {import('playwright-core').BrowserContext} context
+ */
+async function holdScript(context) {
+  /** @type {() => void} */
+  let release = () => {};
+  const released = new Promise((resolve) => {
+    release = () => resolve(undefined);
+  });
+  let asked = false;
+  await context.route('**/static/app.js', async (route) => {
+    asked = true;
+    await released;
+    await route.continue();
+  });
+  return { release, asked: () => asked };
+}
+
+test('hydration keeps the server-rendered page and what was typed before the scripts ran', async () => {
+  // Anonymous: half a sign-in typed while the script is on its way.
+  const { context, page: p, requests } = await recordedContext();
+  p.errors = [];
+  p.on('pageerror', (err) => p.errors.push(err));
+  pages.push(p);
+  const res = await context.request.post('/api/auth/register', { data: { name: 'hydra', password: 'password-hydra' } });
+  assert.equal(res.status(), 201);
+  await context.request.post('/api/auth/logout');
+  let held = await holdScript(context);
+  await p.goto('/', { waitUntil: 'commit' });
+  await until('the script asked for', () => held.asked());
+  await p.locator('#sign-in-name').pressSequentially('hydra');
+  await p.locator('#sign-in-password').pressSequentially('password-hydra');
+  await p.evaluate(() => {
+    /** @type {any} */ (window).serverForms = [...document.querySelectorAll('#main form')];
+  });
+  held.release();
+  await live(p);
+  const anon = await p.evaluate(() => ({
+    same: /** @type {any} */ (window).serverForms.every((/** @type {Element} */ f) => f.isConnected),
+    name: /** @type {HTMLInputElement} */ (document.getElementById('sign-in-name')).value,
+    password: /** @type {HTMLInputElement} */ (document.getElementById('sign-in-password')).value,
+    focused: document.activeElement?.id,
+  }));
+  assert.deepEqual(anon, { same: true, name: 'hydra', password: 'password-hydra', focused: 'sign-in-password' });
+  await p.press('#sign-in-password', 'Enter'); // by the script now: no page load
+  await p.locator('#account .account-name', { hasText: /^hydra$/ }).waitFor();
+  assert.ok(!requests.some((r) => r.startsWith('POST ') && new URL(r.slice(5)).pathname === '/'), 'signed in by the script');
+
+  // Signed in: a message and a new name half typed.
+  await context.unrouteAll();
+  held = await holdScript(context);
+  await p.goto('/', { waitUntil: 'commit' });
+  await until('the script asked for', () => held.asked());
+  await p.locator('#rename-name').fill('hydra-two');
+  await p.locator('#composer-text').pressSequentially('a thought, half');
+  await p.evaluate(() => {
+    /** @type {any} */ (window).serverNodes = ['messages', 'users', 'composer', 'composer-text', 'rename-name', 'typing']
+      .map((id) => document.getElementById(id));
+  });
+  held.release();
+  await live(p);
+  await p.locator('#users li.user[data-online="true"]').first().waitFor(); // the stream's presence, drawn
+  const signed = await p.evaluate(() => ({
+    same: /** @type {any} */ (window).serverNodes.every((/** @type {Element} */ e) => e.isConnected),
+    text: /** @type {HTMLTextAreaElement} */ (document.getElementById('composer-text')).value,
+    name: /** @type {HTMLInputElement} */ (document.getElementById('rename-name')).value,
+    focused: document.activeElement?.id,
+  }));
+  assert.deepEqual(signed, { same: true, text: 'a thought, half', name: 'hydra-two', focused: 'composer-text' });
+  await p.locator('#composer-text').pressSequentially(' and whole');
+  await p.press('#composer-text', 'Enter'); // the adopted composer sends through the stream
+  await p.locator('#messages .message', { hasText: 'a thought, half and whole' }).waitFor();
+  assert.equal(await p.inputValue('#composer-text'), '');
+  await context.close();
+});

@@ -82,6 +82,7 @@ export class View {
     this.banner = /** @type {HTMLElement} */ (document.getElementById('banner'));
     this.main = /** @type {HTMLElement} */ (document.getElementById('main'));
     /** @type {string|null} */ this.mode = null;
+    /** @type {string|null} the account name the rename box was last given */ this.shownName = null;
     /** @type {HTMLElement|null} */ this.usersList = null;
     /** @type {HTMLElement|null} */ this.messagesList = null;
     /** @type {HTMLElement|null} */ this.peopleCount = null;
@@ -116,9 +117,16 @@ export class View {
     this.#renderBanner(s);
     const mode = account ? 'signed-in' : 'anonymous';
     if (mode !== this.mode) {
+      // The first render takes over the screen the server rendered, when it is this one, with
+      // what the person typed into it before the scripts ran.
+      const adopt = this.mode === null;
       this.mode = mode;
-      this.main.replaceChildren(...(account ? this.#signedIn(account) : this.#anonymous()));
-    } else if (account) {
+      this.shownName = account?.name ?? null;
+      const fresh = account ? this.#signedIn(account, adopt) : this.#anonymous(adopt);
+      if (fresh) this.main.replaceChildren(...fresh);
+    } else if (account && account.name !== this.shownName) {
+      // Renamed (here or elsewhere): the rename box shows the new name, unless it is being edited.
+      this.shownName = account.name;
       const input = /** @type {HTMLInputElement|null} */ (this.main.querySelector('#rename-name'));
       if (input && document.activeElement !== input) input.value = account.name;
     }
@@ -164,11 +172,13 @@ export class View {
     this.#renderBanner(s);
   }
 
-  #anonymous() {
+  /** @param {boolean} adopt take the server's forms, when they are there @returns {HTMLElement[]|null} null: adopted */
+  #anonymous(adopt) {
     this.usersList = this.messagesList = this.peopleCount = this.typingLine = null;
+    const server = adopt && this.main.querySelector('#sign-in') && this.main.querySelector('#register');
     /** @param {string} id @param {string} title @param {string} endpoint @param {boolean} creating */
     const form = (id, title, endpoint, creating) => {
-      const f = el('form', { id, method: 'post', action: '/', class: 'card' },
+      const f = (server && /** @type {HTMLElement} */ (this.main.querySelector(`#${id}`))) || el('form', { id, method: 'post', action: '/', class: 'card' },
         el('h3', { text: title }),
         el('label', { for: `${id}-name`, text: 'Name' }),
         el('input', { id: `${id}-name`, name: 'name', autocomplete: 'username', required: true, maxlength: 64,
@@ -196,24 +206,39 @@ export class View {
       });
       return f;
     };
+    const forms = [form('sign-in', 'Sign in', '/api/auth/login', false), form('register', 'Create an account', '/api/auth/register', true)];
+    if (server) return null;
     return [el('section', { class: 'welcome', 'aria-labelledby': 'welcome-title' },
       el('h2', { id: 'welcome-title', text: 'Welcome to tidings' }),
       el('p', { text: 'Sign in to see who is here and to talk with them, live.' }),
-      el('div', { class: 'auth-forms' },
-        form('sign-in', 'Sign in', '/api/auth/login', false),
-        form('register', 'Create an account', '/api/auth/register', true)))];
+      el('div', { class: 'auth-forms' }, ...forms))];
   }
 
-  /** @param {ApiAccount} account */
-  #signedIn(account) {
-    this.messagesList = el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', tabindex: 0, 'aria-label': 'Messages, oldest first' });
-    const text = /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
-      placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' }));
-    const composer = /** @type {HTMLFormElement} */ (el('form', { id: 'composer', method: 'post', action: '/', class: 'composer', autocomplete: 'off' },
+  /**
+   * @param {ApiAccount} account
+   * @param {boolean} adopt take the server's screen, when it is there
+   * @returns {HTMLElement[]|null} null: adopted
+   */
+  #signedIn(account, adopt) {
+    const m = this.main;
+    const server = adopt && ['#messages', '#composer', '#composer-text', '#users', '#people-title .count', '#rename', '#rename-name', '#typing']
+      .every((sel) => m.querySelector(sel));
+    /** @template {HTMLElement} E @param {string} sel @param {Record<string, any>} attrs @param {() => E} make @returns {E} */
+    const take = (sel, attrs, make) => {
+      if (!server) return make();
+      const e = /** @type {E} */ (m.querySelector(sel));
+      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v)); // as the client draws it
+      return e;
+    };
+    const listAttrs = { tabindex: 0, 'aria-label': 'Messages, oldest first' };
+    this.messagesList = take('#messages', listAttrs, () => el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', ...listAttrs }));
+    const text = take('#composer-text', {}, () => /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
+      placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' })));
+    const composer = take('#composer', {}, () => /** @type {HTMLFormElement} */ (el('form', { id: 'composer', method: 'post', action: '/', class: 'composer', autocomplete: 'off' },
       el('label', { for: 'composer-text', class: 'visually-hidden', text: 'Message' }),
       text,
       el('button', { type: 'submit', text: 'Send' }),
-      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' })));
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }))));
     text.addEventListener('input', () => this.actions.typing(text.value));
     text.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
@@ -235,15 +260,18 @@ export class View {
       }
     });
 
-    this.usersList = el('ul', { id: 'users', class: 'users' });
-    this.peopleCount = el('span', { class: 'count' });
-    const renameInput = /** @type {HTMLInputElement} */ (el('input', { id: 'rename-name', name: 'name', required: true, maxlength: 64,
-      pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' }));
-    renameInput.value = account.name;
-    const rename = el('form', { id: 'rename', method: 'post', action: '/', class: 'rename', autocomplete: 'off' },
+    this.usersList = take('#users', {}, () => el('ul', { id: 'users', class: 'users' }));
+    this.peopleCount = take('#people-title .count', {}, () => el('span', { class: 'count' }));
+    const renameInput = take('#rename-name', { autocomplete: 'off' }, () => {
+      const input = /** @type {HTMLInputElement} */ (el('input', { id: 'rename-name', name: 'name', required: true, maxlength: 64,
+        pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' }));
+      input.value = account.name;
+      return input;
+    });
+    const rename = take('#rename', {}, () => el('form', { id: 'rename', method: 'post', action: '/', class: 'rename', autocomplete: 'off' },
       el('label', { for: 'rename-name', text: 'Your name' }),
       el('div', { class: 'row' }, renameInput, el('button', { type: 'submit', text: 'Rename' })),
-      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' })));
     rename.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       status(rename, 'Saving…', '');
@@ -257,8 +285,9 @@ export class View {
 
     // Polite and atomic: the whole line is read, when the person is free, and only when it
     // changes (renderTyping writes only then); its emptying is not announced.
-    this.typingLine = typingLine();
+    this.typingLine = take('#typing', {}, typingLine);
 
+    if (server) return null;
     return [el('div', { class: 'layout' },
       el('section', { class: 'card feed', 'aria-labelledby': 'feed-title' },
         el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, this.typingLine, composer),
