@@ -160,3 +160,80 @@ test('hydration keeps the server-rendered page and what was typed before the scr
   assert.equal(await p.inputValue('#composer-text'), '');
   await context.close();
 });
+
+/**
+ * A context whose streams pass through a proxy in the test: hold() keeps the page's publish
+ * frames back until release(); inject(frame) sends the page a frame as if from the server;
+ * drop(fn) keeps back the server's frames for which fn is true.
+ */
+async function proxiedContext(opts = {}) {
+  const { context, page: p, requests } = await recordedContext(opts);
+  p.errors = [];
+  p.on('pageerror', (err) => p.errors.push(err));
+  p.on('console', (msg) => {
+    if (msg.type() === 'error' && !/^(WebSocket connection to .* failed|Failed to load resource)/.test(msg.text())) {
+      p.errors.push(new Error(`console: ${msg.text()}`));
+    }
+  });
+  pages.push(p);
+  const proxy = {
+    holding: false,
+    /** @type {(() => void)[]} */ held: [],
+    /** @type {any[]} the page's publish frames, as sent */ publishes: [],
+    /** @type {(frame: any) => boolean} */ dropping: () => false,
+    /** @type {((frame: any) => void)|null} */ inject: null,
+    hold() {
+      this.holding = true;
+    },
+    release() {
+      this.holding = false;
+      for (const f of this.held.splice(0)) f();
+    },
+  };
+  await context.routeWebSocket(/\/api\/events/, (ws) => {
+    const real = ws.connectToServer();
+    ws.onMessage((m) => {
+      const f = JSON.parse(String(m));
+      if (f.type !== 'publish') return real.send(m);
+      proxy.publishes.push(f);
+      if (proxy.holding) proxy.held.push(() => real.send(m));
+      else real.send(m);
+    });
+    real.onMessage((m) => {
+      if (!proxy.dropping(JSON.parse(String(m)))) ws.send(m);
+    });
+    proxy.inject = (f) => ws.send(JSON.stringify(f));
+  });
+  return { context, page: p, requests, proxy };
+}
+
+/** The messages with text in the state a fresh render of the page embeds for the context's session. */
+async function storedMessages(context, text) {
+  const html = await (await context.request.get('/')).text();
+  const state = JSON.parse(/<script type="application\/json" id="tidings-state">(.*?)<\/script>/s.exec(html)[1]);
+  return state.messages.filter((m) => m.event.data.text === text);
+}
+
+test('Send sends a message once: double click, Enter twice, and Enter while it is on its way', async () => {
+  const { context, page: p, proxy } = await proxiedContext();
+  await p.goto('/');
+  await register(p, 'eager');
+  proxy.hold();
+  await p.fill('#composer-text', 'once, please');
+  await p.dblclick('#composer button[type=submit]');
+  await p.press('#composer-text', 'Enter');
+  await p.press('#composer-text', 'Enter');
+  await p.locator('#composer .status', { hasText: 'Sending…' }).waitFor();
+  await until('the publish at the proxy', () => proxy.publishes.length >= 1);
+  proxy.release();
+  await p.locator('#composer .status.ok').waitFor();
+  await p.click('#composer button[type=submit]'); // the composer is empty now: nothing to send
+  // A marker after it: once it is stored, every publish before it on the stream was answered.
+  await p.fill('#composer-text', 'marker');
+  await p.press('#composer-text', 'Enter');
+  await p.locator('#messages .message', { hasText: 'marker' }).waitFor();
+  assert.equal((await storedMessages(context, 'once, please')).length, 1, 'one event stored');
+  assert.deepEqual(proxy.publishes.map((f) => f.event.data.text), ['once, please', 'marker'], 'one publish frame each');
+  assert.equal(await p.locator('#messages .message', { hasText: 'once, please' }).count(), 1);
+  await context.close();
+});

@@ -56,9 +56,9 @@ const view = new View({
       signingOut = false;
     }
   },
-  send: (text) => {
+  send: (text, key) => {
     typingSender.sent();
-    return client.publish({ type: 'message', data: { text } });
+    return client.publish({ type: 'message', data: { text } }, key ? { key } : {});
   },
   typing: (text) => typingSender.input(text),
   async rename(name) {

@@ -12,7 +12,7 @@
  * @typedef {{
  *   signIn: (endpoint: string, name: string, password: string) => Promise<void>,
  *   signOut: () => Promise<void>,
- *   send: (text: string) => Promise<number>,
+ *   send: (text: string, key?: string) => Promise<number>,
  *   typing: (text: string) => void,
  *   rename: (name: string) => Promise<void>,
  *   setType: (id: number, type: string) => Promise<void>,
@@ -246,17 +246,26 @@ export class View {
         composer.requestSubmit();
       }
     });
+    // One message at a time: a second click or Enter while one is on its way sends nothing.
+    let sending = false;
+    /** @type {{text: string, key: string}|null} the last failed send: the same text again goes with its key, so it is stored once */
+    let failed = null;
     composer.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const value = text.value.trim();
-      if (!value) return;
+      if (!value || sending) return;
+      sending = true;
       status(composer, 'Sending…', '');
       try {
-        const id = await this.actions.send(value);
+        await this.actions.send(value, failed?.text === value ? failed.key : undefined);
+        failed = null;
         if (text.value.trim() === value) text.value = '';
-        status(composer, `Sent (event ${id}).`, 'ok');
+        status(composer, 'Sent.', 'ok');
       } catch (err) {
+        failed = typeof err?.key === 'string' ? { text: value, key: err.key } : null;
         status(composer, `Not sent: ${explain(err)}`, 'error');
+      } finally {
+        sending = false;
       }
     });
 
