@@ -237,3 +237,68 @@ test('Send sends a message once: double click, Enter twice, and Enter while it i
   assert.equal(await p.locator('#messages .message', { hasText: 'once, please' }).count(), 1);
   await context.close();
 });
+
+/** Every error code the page can be given: the API's, the stream's and the library's, read from their sources. */
+async function errorCodes() {
+  const { readFile, readdir } = await import('node:fs/promises');
+  const { repoRoot } = await import('./harness.js');
+  const read = (f) => readFile(`${repoRoot}/${f}`, 'utf8');
+  const codes = new Set();
+  let go = '';
+  for (const dir of ['web', 'realtime']) {
+    for (const f of await readdir(`${repoRoot}/${dir}`)) if (f.endsWith('.go') && !f.endsWith('_test.go')) go += await read(`${dir}/${f}`);
+  }
+  for (const re of [/&apiError\{[^,]+, "([a-z-]+)"/g, /badRequest\("([a-z-]+)"/g, /Code\w*\s*=\s*"([a-z-]+)"/g]) {
+    for (const m of go.matchAll(re)) codes.add(m[1]);
+  }
+  const js = (await read('web/client/tidings.js')) + (await read('web/static/pagestate.js'));
+  for (const m of js.matchAll(/new TidingsError\(([^,]*),/g)) for (const q of m[1].matchAll(/'([a-z-]+)'/g)) codes.add(q[1]);
+  for (const m of js.matchAll(/#failPublishes\('([a-z-]+)'|: '(invalid-answer)'/g)) codes.add(m[1] ?? m[2]);
+  return [...codes].sort();
+}
+
+test('people read what went wrong in words: no error code, server jargon or event id', async () => {
+  const codes = await errorCodes();
+  for (const c of ['bad-login', 'name-taken', 'invalid', 'invalid-body', 'network', 'offline', 'timeout', 'closed', 'rate-limited', 'invalid-answer']) {
+    assert.ok(codes.includes(c), `the sources name ${c}: ${codes}`);
+  }
+  const p = await page();
+  const checked = await p.evaluate(async (codes) => {
+    const link = /** @type {HTMLLinkElement} */ (document.querySelector('link[href$="/errors.js"]'));
+    const { errorSentences, humanError } = await import(link.href);
+    const problems = [];
+    for (const code of [...codes, 'http-502', 'http-418', 'never-heard-of']) {
+      if (!code.startsWith('http-') && code !== 'never-heard-of' && !Object.hasOwn(errorSentences, code)) problems.push(`${code}: no sentence`);
+      for (const doing of ['sign-in', 'register', 'send', 'rename', 'type', 'delete', 'sign-out', 'load']) {
+        const status = code.startsWith('http-') ? Number(code.slice(5)) : 400;
+        const s = humanError({ code, message: 'SERVER-JARGON', status, key: 'k1' }, doing);
+        if (typeof s !== 'string' || !/^[A-Z].*\.$/.test(s)) problems.push(`${code}/${doing}: not a sentence: ${s}`);
+        else if (s.includes('SERVER-JARGON') || s.includes(`(${code})`) || (code.includes('-') && s.includes(code))) problems.push(`${code}/${doing}: ${s}`);
+      }
+    }
+    return problems;
+  }, codes);
+  assert.deepEqual(checked, []);
+
+  // In the page: a wrong password, a name taken, a message too long, and one sent.
+  await p.fill('#sign-in-name', 'nobody');
+  await p.fill('#sign-in-password', 'not-the-password');
+  await p.click('#sign-in button[type=submit]');
+  await p.locator('#sign-in .status.error', { hasText: /^Wrong name or password\.$/ }).waitFor();
+  await register(p, 'wordy');
+  const other = await page();
+  await register(other, 'taken');
+  await p.fill('#rename-name', 'taken');
+  await p.click('#rename button[type=submit]');
+  await p.locator('#rename .status.error', { hasText: /^That name is taken\. Choose another\.$/ }).waitFor();
+  await p.evaluate(() => {
+    /** @type {HTMLTextAreaElement} */ (document.getElementById('composer-text')).value = 'x'.repeat(4001);
+  });
+  await p.click('#composer button[type=submit]');
+  await p.locator('#composer .status.error', { hasText: /^Not sent\. A message is 1 to 4000 characters\.$/ }).waitFor();
+  await p.fill('#composer-text', 'in words');
+  await p.press('#composer-text', 'Enter');
+  await p.locator('#composer .status.ok').waitFor();
+  assert.equal(await p.locator('#composer .status').textContent(), 'Sent.', 'no event id');
+  await other.context().close();
+});

@@ -22,6 +22,8 @@
  * }} Actions
  */
 
+import { closeSentence, humanError } from './errors.js';
+
 const userTypes = ['regular', 'crew', 'admin'];
 
 /**
@@ -68,11 +70,6 @@ function status(form, text, kind) {
   p.className = `status ${kind}`;
 }
 
-/** @param {any} err */
-function explain(err) {
-  return err?.code && err.code !== 'network' ? `${err.message} (${err.code})` : String(err?.message ?? err);
-}
-
 export class View {
   /** @param {Actions} actions */
   constructor(actions) {
@@ -105,7 +102,7 @@ export class View {
     if (state === 'offline' || (state === 'reconnecting' && (detail.retryIn ?? 0) >= 1000)) {
       this.conn.append(el('button', { type: 'button', class: 'link', text: 'Reconnect now', onclick: () => this.actions.reconnect() }));
     }
-    this.connProblem = detail.fatal ? (detail.reason ?? 'the server refused this client') : null;
+    this.connProblem = detail.fatal ? closeSentence(detail.code) : null;
   }
 
   /** @param {SessionState} s */
@@ -141,7 +138,10 @@ export class View {
     this.account.replaceChildren(
       el('span', { class: 'who' }, 'Signed in as ', el('strong', { class: 'account-name', text: account.name }), ' ',
         el('span', { class: 'badge', 'data-type': account.type, text: account.type })),
-      el('button', { type: 'button', class: 'secondary', text: 'Sign out', onclick: () => this.actions.signOut() }),
+      el('button', { type: 'button', class: 'secondary', text: 'Sign out', onclick: () => this.actions.signOut().catch((err) => {
+        this.account.querySelector('.status')?.remove();
+        this.account.append(el('span', { class: 'status error', role: 'status', text: humanError(err, 'sign-out') }));
+      }) }),
     );
   }
 
@@ -149,7 +149,7 @@ export class View {
   #renderBanner(s) {
     /** @type {[string, string, string]|null} */
     let msg = null;
-    if (this.connProblem) msg = ['error', 'The connection was refused.', `${this.connProblem}. Reload the page to try again.`];
+    if (this.connProblem) msg = ['error', 'The connection was refused.', `${this.connProblem} Reload the page to try again.`];
     else if (s.ended) msg = ['warn', ...endings[s.ended]];
     else if (s.rightsChanged) msg = ['info', 'Your rights changed.', `You are now ${s.rightsChanged}.`];
     if (!msg) {
@@ -200,7 +200,7 @@ export class View {
         try {
           await this.actions.signIn(endpoint, String(data.get('name')), String(data.get('password')));
         } catch (err) {
-          status(f, explain(err), 'error');
+          status(f, humanError(err, creating ? 'register' : 'sign-in'), 'error');
           button.disabled = false;
         }
       });
@@ -262,8 +262,10 @@ export class View {
         if (text.value.trim() === value) text.value = '';
         status(composer, 'Sent.', 'ok');
       } catch (err) {
-        failed = typeof err?.key === 'string' ? { text: value, key: err.key } : null;
-        status(composer, `Not sent: ${explain(err)}`, 'error');
+        const e = /** @type {any} */ (err);
+        const reused = e?.code === 'idempotency-key-reused'; // the next try goes with a new key
+        failed = typeof e?.key === 'string' && !reused ? { text: value, key: e.key } : null;
+        status(composer, `Not sent. ${humanError(err, 'send')}`, 'error');
       } finally {
         sending = false;
       }
@@ -288,7 +290,7 @@ export class View {
         await this.actions.rename(renameInput.value.trim());
         status(rename, 'Saved.', 'ok');
       } catch (err) {
-        status(rename, explain(err), 'error');
+        status(rename, humanError(err, 'rename'), 'error');
       }
     });
 
@@ -419,7 +421,7 @@ export class View {
           save.hidden = true;
           say('Saved.', 'ok');
         } catch (err) {
-          say(explain(err), 'error');
+          say(humanError(err, 'type'), 'error');
         } finally {
           save.disabled = false;
         }
@@ -447,7 +449,7 @@ export class View {
           } catch (err) {
             del.textContent = 'Delete';
             del.classList.remove('armed');
-            say(explain(err), 'error');
+            say(humanError(err, 'delete'), 'error');
           }
         });
         controls.append(del);
