@@ -302,3 +302,41 @@ test('people read what went wrong in words: no error code, server jargon or even
   assert.equal(await p.locator('#composer .status').textContent(), 'Sent.', 'no event id');
   await other.context().close();
 });
+
+test('going offline and back: the header says so, and the stream resumes with what it missed', async () => {
+  const p = await page();
+  await register(p, 'wanderer');
+  await p.evaluate(() => {
+    const conn = /** @type {HTMLElement} */ (document.getElementById('conn'));
+    const w = /** @type {any} */ (window);
+    w.connSeen = [];
+    const note = () => {
+      const seen = `${conn.dataset.state}: ${conn.querySelector('.label')?.textContent}`;
+      if (w.connSeen.at(-1) !== seen) w.connSeen.push(seen);
+    };
+    new MutationObserver(note).observe(conn, { subtree: true, childList: true, attributes: true, characterData: true });
+  });
+  const sockets = [];
+  p.on('websocket', (ws) => sockets.push(ws));
+  await p.context().setOffline(true);
+  await p.locator('#conn[data-state="offline"]', { hasText: 'Offline: waiting for the network…' }).waitFor();
+  await until('the old stream closed', async () => (await p.evaluate(() => /** @type {any} */ (window).connSeen.length)) > 0);
+  // Meanwhile, a message; and one typed and sent while offline, which waits for the stream.
+  await server.publish({ type: 'message', data: { userId: 0, userName: 'backend', text: 'said while you were away' }, audience: { kind: 'signed-in' } });
+  await p.fill('#composer-text', 'written on the train');
+  await p.press('#composer-text', 'Enter');
+  await p.locator('#composer .status', { hasText: 'Sending…' }).waitFor();
+  await p.context().setOffline(false);
+  await p.locator('#messages .message', { hasText: 'said while you were away' }).waitFor();
+  await p.locator('#composer .status.ok').waitFor();
+  await p.locator('#messages .message', { hasText: 'written on the train' }).waitFor();
+  await live(p);
+  assert.equal(await p.locator('#conn .label').textContent(), 'Live');
+  const seen = await p.evaluate(() => /** @type {any} */ (window).connSeen);
+  const at = (re) => seen.findIndex((s) => re.test(s));
+  assert.ok(at(/^offline: Offline: waiting for the network…$/) >= 0, `offline shown: ${seen}`);
+  assert.ok(at(/^reconnecting: Reconnecting…$/) > at(/^offline:/), `then reconnecting: ${seen}`);
+  assert.match(seen.at(-1), /^live: Live$/, `then live: ${seen}`);
+  assert.ok(sockets.length >= 1, 'a new stream was opened');
+  assert.equal((await storedMessages(p.context(), 'written on the train')).length, 1);
+});

@@ -205,7 +205,5 @@ function hydrate(s, fresh) {
   if (fresh) client.restart(s.lastEventId);
 }
 
-addEventListener('offline', () => view.renderConn('offline', {})); // the library reconnects when it is back
-
 hydrate(state, false);
 client.connect();

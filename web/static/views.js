@@ -91,10 +91,12 @@ export class View {
 
   /** @param {ConnState} state @param {ConnDetail} detail */
   renderConn(state, detail) {
-    this.conn.dataset.state = state;
+    // Without a network, that is the news, whatever the stream is trying meanwhile.
+    const noNetwork = state !== 'live' && (detail.offline === true || globalThis.navigator?.onLine === false);
+    this.conn.dataset.state = noNetwork ? 'offline' : state;
     const label = /** @type {HTMLElement} */ (this.conn.querySelector('.label'));
-    let text = connLabels[state];
-    if (state === 'reconnecting' && detail.retryIn && detail.retryIn >= 1000) {
+    let text = noNetwork ? 'Offline: waiting for the network…' : connLabels[state];
+    if (!noNetwork && state === 'reconnecting' && detail.retryIn && detail.retryIn >= 1000) {
       text = `Reconnecting in ${Math.ceil(detail.retryIn / 1000)} s…`;
     }
     label.textContent = text;
