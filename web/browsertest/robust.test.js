@@ -269,7 +269,7 @@ test('people read what went wrong in words: no error code, server jargon or even
     const problems = [];
     for (const code of [...codes, 'http-502', 'http-418', 'never-heard-of']) {
       if (!code.startsWith('http-') && code !== 'never-heard-of' && !Object.hasOwn(errorSentences, code)) problems.push(`${code}: no sentence`);
-      for (const doing of ['sign-in', 'register', 'send', 'rename', 'type', 'delete', 'sign-out', 'load']) {
+      for (const doing of ['sign-in', 'register', 'send', 'rename', 'type', 'delete', 'sign-out']) {
         const status = code.startsWith('http-') ? Number(code.slice(5)) : 400;
         const s = humanError({ code, message: 'SERVER-JARGON', status, key: 'k1' }, doing);
         if (typeof s !== 'string' || !/^[A-Z].*\.$/.test(s)) problems.push(`${code}/${doing}: not a sentence: ${s}`);
@@ -339,4 +339,42 @@ test('going offline and back: the header says so, and the stream resumes with wh
   assert.match(seen.at(-1), /^live: Live$/, `then live: ${seen}`);
   assert.ok(sockets.length >= 1, 'a new stream was opened');
   assert.equal((await storedMessages(p.context(), 'written on the train')).length, 1);
+});
+
+test('a refetch after a reset that fails says so and tries again, with backoff, until it succeeds', async () => {
+  const { context, page: p, proxy } = await proxiedContext();
+  await p.goto('/');
+  await register(p, 'behind');
+  // Events lost on the way (the stream's gap), then a reset, while GET / fails three times.
+  let lost = 0;
+  proxy.dropping = (f) => f.type === 'event' && ++lost > 0;
+  await server.publish({ type: 'message', data: { userId: 0, userName: 'backend', text: 'lost in a gap' }, audience: { kind: 'signed-in' } });
+  const res = await fetch(`${server.url}/api/auth/register`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'latecomer', password: 'password-latecomer' }),
+  });
+  assert.equal(res.status, 201);
+  await until('both events dropped', () => lost >= 2);
+  const fetches = [];
+  let refused = 0;
+  await context.route((u) => new URL(u).pathname === '/', async (route, req) => {
+    if (req.resourceType() !== 'fetch') return route.continue();
+    fetches.push(Date.now());
+    if (refused < 3) {
+      refused++;
+      return route.fulfill({ status: 503, contentType: 'text/plain', body: 'tidings is unavailable' });
+    }
+    return route.continue();
+  });
+  const at = Number(await p.evaluate(() => document.body.dataset.lastEventId));
+  proxy.inject({ type: 'reset', lastEventId: at });
+  await p.locator('#sync', { hasText: /^Could not load the messages missed meanwhile\. Trying again in \d+ s…$/ }).waitFor();
+  await p.locator('#messages .message', { hasText: 'lost in a gap' }).waitFor();
+  await p.locator('#users li.user .name', { hasText: /^latecomer$/ }).waitFor();
+  await p.locator('#sync').waitFor({ state: 'detached' });
+  assert.equal(refused, 3);
+  assert.equal(fetches.length, 4, 'three failures, then one that worked');
+  const gaps = fetches.slice(1).map((t, i) => t - fetches[i]);
+  assert.ok(gaps[2] > gaps[0] && gaps[0] >= 200, `the waits grow: ${gaps} ms`);
+  await live(p);
+  await context.close();
 });

@@ -5,7 +5,7 @@
 
 /**
  * What the person was doing: the same code reads differently for each.
- * @typedef {'sign-in'|'register'|'send'|'rename'|'type'|'delete'|'sign-out'|'load'} Doing
+ * @typedef {'sign-in'|'register'|'send'|'rename'|'type'|'delete'|'sign-out'} Doing
  */
 
 const tryAgain = 'Try again in a moment.';

@@ -344,6 +344,24 @@ export class View {
   }
 
   /**
+   * Says, above the messages, that the messages missed meanwhile are not loaded yet ("": they are).
+   * @param {string} text
+   */
+  renderSync(text) {
+    let line = document.getElementById('sync');
+    if (!text) {
+      line?.remove();
+      return;
+    }
+    if (!line) {
+      if (!this.messagesList) return;
+      line = el('p', { id: 'sync', class: 'status error', role: 'status' });
+      this.messagesList.before(line);
+    }
+    line.textContent = text;
+  }
+
+  /**
    * Says who else is typing. The line keeps its place when empty, so that nothing moves, and
    * is written only when its text changes: a typing signal every 2 s repeats nothing.
    * @param {string} text
