@@ -80,9 +80,11 @@ func newSite() *site {
 	}
 	s.version = hex.EncodeToString(sum.Sum(nil))[:12]
 	s.tmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
-		"clock": func(t string) string { // "2026-01-02T15:04:05.000Z" -> "15:04"
+		// The time of day in UTC, said to be UTC: the page's script shows it in the reader's own
+		// time zone, from the datetime attribute beside it.
+		"clock": func(t string) string { // "2026-01-02T15:04:05.000Z" -> "15:04 UTC"
 			if len(t) >= 16 {
-				return t[11:16]
+				return t[11:16] + " UTC"
 			}
 			return t
 		},

@@ -378,3 +378,33 @@ test('a refetch after a reset that fails says so and tries again, with backoff, 
   await live(p);
   await context.close();
 });
+
+test("times show in the reader's time zone: the server-rendered ones and the live ones", async () => {
+  const timezoneId = 'Asia/Kathmandu'; // UTC+05:45: no clock of UTC reads the same
+  const local = (iso) => new Intl.DateTimeFormat('en-GB', { timeZone: timezoneId, hour: '2-digit', minute: '2-digit' }).format(new Date(iso));
+  await server.publish({ type: 'message', data: { userId: 0, userName: 'backend', text: 'from before the page' }, audience: { kind: 'signed-in' } });
+  const { context, page: p } = await recordedContext({ timezoneId, locale: 'en-GB' });
+  p.errors = [];
+  p.on('pageerror', (err) => p.errors.push(err));
+  pages.push(p);
+  assert.equal((await context.request.post('/api/auth/register', { data: { name: 'nepali', password: 'password-nepali' } })).status(), 201);
+  const held = await holdScript(context);
+  await p.goto('/', { waitUntil: 'commit' });
+  await until('the script asked for', () => held.asked());
+  const early = p.locator('#messages .message', { hasText: 'from before the page' }).locator('time');
+  const iso = await early.getAttribute('datetime');
+  assert.equal(await early.textContent(), `${iso.slice(11, 16)} UTC`, 'without the script: UTC, and said so');
+  held.release();
+  await live(p);
+  await until('the server-rendered time localized', async () => (await early.textContent()) === local(iso));
+  assert.equal(await early.getAttribute('title'), await p.evaluate((t) => new Date(t).toLocaleString(), iso));
+
+  await p.fill('#composer-text', 'from the page');
+  await p.press('#composer-text', 'Enter');
+  const live1 = p.locator('#messages .message', { hasText: 'from the page' }).locator('time');
+  await live1.waitFor();
+  const iso2 = await live1.getAttribute('datetime');
+  assert.equal(await live1.textContent(), local(iso2));
+  assert.notEqual(local(iso2), iso2.slice(11, 16), 'the local clock is not the UTC one');
+  await context.close();
+});

@@ -62,6 +62,19 @@ function clock(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/**
+ * Shows a time in the reader's own time zone: the time of day, and the date and time in full
+ * when pointed at.
+ * @param {HTMLTimeElement|null} time @param {string} iso
+ */
+function localTime(time, iso) {
+  if (!time) return;
+  const text = clock(iso);
+  if (time.textContent !== text) time.textContent = text;
+  const d = new Date(iso);
+  if (!Number.isNaN(d.getTime()) && !time.title) time.title = d.toLocaleString();
+}
+
 /** @param {HTMLElement} form @param {string} text @param {'ok'|'error'|''} kind */
 function status(form, text, kind) {
   const p = form.querySelector('.status');
@@ -329,10 +342,11 @@ export class View {
       if (!li) {
         li = el('li', { class: 'message', 'data-id': m.id },
           el('div', { class: 'meta' }, el('span', { class: 'from', text: m.userName }), ' ',
-            el('time', { datetime: m.time, title: new Date(m.time).toLocaleString(), text: clock(m.time) })),
+            el('time', { datetime: m.time })),
           el('p', { class: 'text', text: m.text }));
       }
       li.classList.toggle('mine', account !== null && m.userId === account.id);
+      localTime(/** @type {HTMLTimeElement|null} */ (li.querySelector('time')), m.time); // the server's says UTC
       const from = /** @type {HTMLElement} */ (li.querySelector('.from'));
       const name = nameOf(m.userId) ?? m.userName; // senders may have been renamed since
       if (from.textContent !== name) from.textContent = name;
