@@ -138,6 +138,7 @@ func NewHandler(deps Deps, cfg Config) *Handler {
 	}
 	site := newSite()
 	r.GET("/", h.page(site))
+	r.POST("/", h.pageForm)
 	r.GET("/static/:version/*file", site.serveStatic)
 	r.GET("/client/:file", newLibrary().serve)
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeError(w, errNotFound) })
@@ -188,7 +189,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				writeError(w, errBadOrigin)
 				return
 			}
-			if hasBody(r) && !isJSON(r.Header.Get("Content-Type")) {
+			// POST / is a form of the page sent before its scripts ran: pageForm reads none of it.
+			if hasBody(r) && !isJSON(r.Header.Get("Content-Type")) && r.URL.Path != "/" {
 				writeError(w, errUnsupportedMedia)
 				return
 			}

@@ -80,9 +80,11 @@ func newSite() *site {
 	}
 	s.version = hex.EncodeToString(sum.Sum(nil))[:12]
 	s.tmpl = template.Must(template.New("page.html").Funcs(template.FuncMap{
-		"clock": func(t string) string { // "2026-01-02T15:04:05.000Z" -> "15:04"
+		// The time of day in UTC, said to be UTC: the page's script shows it in the reader's own
+		// time zone, from the datetime attribute beside it.
+		"clock": func(t string) string { // "2026-01-02T15:04:05.000Z" -> "15:04 UTC"
 			if len(t) >= 16 {
-				return t[11:16]
+				return t[11:16] + " UTC"
 			}
 			return t
 		},
@@ -228,6 +230,16 @@ func (h *Handler) page(s *site) httprouter.Handle {
 		w.WriteHeader(http.StatusOK)
 		w.Write(out.Bytes())
 	}
+}
+
+// pageForm answers a form of the page submitted before the page's scripts ran (a slow network,
+// or none): every form posts to /, so that nothing typed, a password least of all, can reach a
+// URL (a form without a method would send GET /?name=…&password=…). It reads none of the body
+// and sends the browser back to the page, whose scripts then send what the person types.
+func (h *Handler) pageForm(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "same-origin")
+	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // pageState reads the page's state in the order of docs/protocol.md section 6: the watermark, then

@@ -377,3 +377,50 @@ func TestStaticFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestPageFormsPostToThePage checks that no form of the page can put what it holds in a URL:
+// each posts to /, which answers a form sent before the scripts ran with 303 back to the page,
+// without a session; a form from another origin is refused.
+func TestPageFormsPostToThePage(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, serverOptions{})
+	anonymous := s.browser(t)
+	_, html, _ := anonymous.page()
+	signedIn := s.browser(t)
+	signedIn.register("alice")
+	_, html2, _ := signedIn.page()
+	forms := regexp.MustCompile(`<form [^>]*>`).FindAllString(html+html2, -1)
+	if len(forms) != 4 {
+		t.Fatalf("got %d forms, want sign-in, register, composer and rename: %q", len(forms), forms)
+	}
+	for _, f := range forms {
+		if !strings.Contains(f, ` method="post" action="/"`) {
+			t.Errorf("%s: want method=\"post\" action=\"/\"", f)
+		}
+	}
+
+	noRedirect := &http.Client{Jar: anonymous.jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(origin string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.URL+"/", strings.NewReader("name=alice&password=password-alice"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", origin)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatalf("POST /: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := post(s.URL)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("POST / from the page: got %d to %q, want 303 to /", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if got := anonymous.session(); got.Session != nil {
+		t.Fatalf("POST / signed in: got %+v, want no session", got.Session)
+	}
+	if resp := post("http://elsewhere.example"); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("POST / from another origin: got %d, want 403", resp.StatusCode)
+	}
+}

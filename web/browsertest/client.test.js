@@ -279,6 +279,39 @@ test('publish while away: queued, sent once live; one in flight when the stream 
   assert.equal(await away, 71);
 });
 
+test("the browser's offline event drops the stream and keeps what was in flight; online opens a new one at once", async (t) => {
+  // The page's window, as far as the library listens to it.
+  const win = new EventTarget();
+  globalThis.addEventListener = win.addEventListener.bind(win);
+  globalThis.removeEventListener = win.removeEventListener.bind(win);
+  t.after(() => {
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+  });
+  const { client, sock, live, states, pending } = setup();
+  client.connect();
+  live();
+  const p = client.publish({ type: 'message', data: { text: 'on the train' } });
+  const first = sock().sent[0];
+  const old = sock();
+  win.dispatchEvent(new Event('offline'));
+  assert.equal(old.readyState, 3, 'the old stream is closed');
+  assert.deepEqual(states.at(-1), ['reconnecting', { offline: true, retryIn: 10_000 }]);
+  old.serverClose(1006); // its close, late: changes nothing
+  assert.equal(FakeSocket.all.length, 1, 'no stream opens while offline');
+  assert.equal(pending().length, 2, 'the publish timeout, and the reconnect after the longest backoff');
+  win.dispatchEvent(new Event('online'));
+  assert.equal(FakeSocket.all.length, 2, 'back online: a new stream at once');
+  assert.equal(sock().url, 'ws://test/api/events?lastEventId=10');
+  live();
+  assert.equal(sock().sent[0].key, first.key, 'sent again with its key');
+  sock().frame({ type: 'ack', ref: sock().sent[0].ref, id: 11 });
+  assert.equal(await p, 11);
+  client.disconnect();
+  win.dispatchEvent(new Event('offline'));
+  assert.equal(states.at(-1)[0], 'offline', 'a disconnected client does not listen');
+});
+
 test('publish: at most 8 in flight, a bounded queue behind them, offline when there is no room', async () => {
   const { client, sock, live } = setup({ publishQueue: 2 });
   await assert.rejects(client.publish({ type: 'm' }), (e) => e.code === 'offline' && !e.sent, 'not connected');

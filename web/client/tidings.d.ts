@@ -78,6 +78,8 @@ export interface StateDetail {
   retryIn?: number;
   /** A final close that a fix of the client, not a retry, could cure (1008, 1009). */
   fatal?: boolean;
+  /** The browser went offline: the stream was dropped, and opens again when it is back online. */
+  offline?: boolean;
 }
 
 /** What the server says the session now is. */

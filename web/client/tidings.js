@@ -231,12 +231,25 @@ export class Tidings {
 
   #onOnline = () => this.reconnectNow();
 
+  /**
+   * The browser lost the network: the stream is dead or soon will be, though its close may be
+   * minutes away. Drop it now, keep what was in flight to send again, and open a new one when
+   * the network is back (the online event), or after the longest backoff.
+   */
+  #onOffline = () => {
+    if (this.#stopped) return;
+    this.#drop('offline');
+    this.#requeue();
+    this.#retry(this.#maxDelay, { offline: true });
+  };
+
   /** @param {boolean} on */
   #watch(on) {
     if (on === this.#watching || typeof globalThis.addEventListener !== 'function') return;
     this.#watching = on;
-    if (on) globalThis.addEventListener('online', this.#onOnline);
-    else globalThis.removeEventListener('online', this.#onOnline);
+    const change = on ? globalThis.addEventListener : globalThis.removeEventListener;
+    change.call(globalThis, 'online', this.#onOnline);
+    change.call(globalThis, 'offline', this.#onOffline);
   }
 
   #open() {
@@ -406,7 +419,7 @@ export class Tidings {
     return this.#random() * Math.min(this.#maxDelay, this.#baseDelay * 2 ** Math.min(this.#failures, 30));
   }
 
-  /** @param {number} ms @param {{code: number, reason: string}} detail */
+  /** @param {number} ms @param {import('./tidings.js').StateDetail} detail */
   #retry(ms, detail) {
     if (this.#stopped) return;
     this.#setState('reconnecting', { ...detail, retryIn: ms });

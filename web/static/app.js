@@ -27,6 +27,11 @@ const typing = new TypingStore();
 let signingOut = false;
 /** Counts page-state fetches: only the newest one is applied. */
 let stateFetches = 0;
+/** Counts resets and new renders: only the newest one's catch-up goes on. */
+let resets = 0;
+/** The first and the longest wait between two tries to catch up after a reset, in ms. */
+const catchUpBase = 500;
+const catchUpMax = 30_000;
 
 /** @type {Record<string, EndReason>} */
 const closeReasons = {
@@ -56,9 +61,9 @@ const view = new View({
       signingOut = false;
     }
   },
-  send: (text) => {
+  send: (text, key) => {
     typingSender.sent();
-    return client.publish({ type: 'message', data: { text } });
+    return client.publish({ type: 'message', data: { text } }, key ? { key } : {});
   },
   typing: (text) => typingSender.input(text),
   async rename(name) {
@@ -128,12 +133,39 @@ client.on('event', (f) => {
   }
 });
 
-// Events were lost: the users store fetches its own again; the messages come with a new render.
+// Events were lost: the users and the messages come again with a new render of the page.
 client.on('reset', () => {
   showLastEventId();
   if (!session.account()) return;
-  messages.refetch(async () => toMessages((await fetchPageState()).messages)).catch(() => {});
+  void catchUp(++resets);
 });
+
+/**
+ * Loads the users and messages after a reset, and while that fails, says so and tries again
+ * with backoff (with jitter, doubling up to catchUpMax) until it succeeds, a later reset or a
+ * new render takes over, or the session ends.
+ * @param {number} mine this reset's number
+ */
+async function catchUp(mine) {
+  for (let delay = catchUpBase; ; delay = Math.min(delay * 2, catchUpMax)) {
+    const next = fetchPageState();
+    next.catch(() => {}); // the refetches below see its failure
+    try {
+      await Promise.all([
+        messages.refetch(async () => toMessages((await next).messages)),
+        users.refetch(async () => (await next).users),
+      ]);
+      if (mine === resets) view.renderSync('');
+      return;
+    } catch {
+      if (mine !== resets || !session.account()) return;
+      const wait = delay * (0.5 + Math.random() / 2);
+      view.renderSync(`Could not load the messages missed meanwhile. Trying again in ${Math.ceil(wait / 1000)} s…`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      if (mine !== resets || !session.account()) return;
+    }
+  }
+}
 
 // Presence (the library's store) and typing (docs/protocol.md section 8): signed-in streams only.
 client.on('presence-change', (c) => {
@@ -196,6 +228,8 @@ async function refreshState() {
 
 /** @param {PageState} s @param {boolean} fresh */
 function hydrate(s, fresh) {
+  resets++; // a catch-up after a reset is superseded by this render
+  view.renderSync('');
   users.replaceWith(s.users);
   messages.replaceFrames(s.messages);
   online.replaceWith(s.online); // until the stream's presence frame, which supersedes it
@@ -204,8 +238,6 @@ function hydrate(s, fresh) {
   session.set({ session: s.session, notice: s.notice, ended, rightsChanged: null });
   if (fresh) client.restart(s.lastEventId);
 }
-
-addEventListener('offline', () => view.renderConn('offline', {})); // the library reconnects when it is back
 
 hydrate(state, false);
 client.connect();

@@ -12,7 +12,7 @@
  * @typedef {{
  *   signIn: (endpoint: string, name: string, password: string) => Promise<void>,
  *   signOut: () => Promise<void>,
- *   send: (text: string) => Promise<number>,
+ *   send: (text: string, key?: string) => Promise<number>,
  *   typing: (text: string) => void,
  *   rename: (name: string) => Promise<void>,
  *   setType: (id: number, type: string) => Promise<void>,
@@ -21,6 +21,8 @@
  *   dismiss: () => void,
  * }} Actions
  */
+
+import { closeSentence, humanError } from './errors.js';
 
 const userTypes = ['regular', 'crew', 'admin'];
 
@@ -60,17 +62,25 @@ function clock(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/**
+ * Shows a time in the reader's own time zone: the time of day, and the date and time in full
+ * when pointed at.
+ * @param {HTMLTimeElement|null} time @param {string} iso
+ */
+function localTime(time, iso) {
+  if (!time) return;
+  const text = clock(iso);
+  if (time.textContent !== text) time.textContent = text;
+  const d = new Date(iso);
+  if (!Number.isNaN(d.getTime()) && !time.title) time.title = d.toLocaleString();
+}
+
 /** @param {HTMLElement} form @param {string} text @param {'ok'|'error'|''} kind */
 function status(form, text, kind) {
   const p = form.querySelector('.status');
   if (!p) return;
   p.textContent = text;
   p.className = `status ${kind}`;
-}
-
-/** @param {any} err */
-function explain(err) {
-  return err?.code && err.code !== 'network' ? `${err.message} (${err.code})` : String(err?.message ?? err);
 }
 
 export class View {
@@ -82,6 +92,7 @@ export class View {
     this.banner = /** @type {HTMLElement} */ (document.getElementById('banner'));
     this.main = /** @type {HTMLElement} */ (document.getElementById('main'));
     /** @type {string|null} */ this.mode = null;
+    /** @type {string|null} the account name the rename box was last given */ this.shownName = null;
     /** @type {HTMLElement|null} */ this.usersList = null;
     /** @type {HTMLElement|null} */ this.messagesList = null;
     /** @type {HTMLElement|null} */ this.peopleCount = null;
@@ -93,10 +104,12 @@ export class View {
 
   /** @param {ConnState} state @param {ConnDetail} detail */
   renderConn(state, detail) {
-    this.conn.dataset.state = state;
+    // Without a network, that is the news, whatever the stream is trying meanwhile.
+    const noNetwork = state !== 'live' && (detail.offline === true || globalThis.navigator?.onLine === false);
+    this.conn.dataset.state = noNetwork ? 'offline' : state;
     const label = /** @type {HTMLElement} */ (this.conn.querySelector('.label'));
-    let text = connLabels[state];
-    if (state === 'reconnecting' && detail.retryIn && detail.retryIn >= 1000) {
+    let text = noNetwork ? 'Offline: waiting for the network…' : connLabels[state];
+    if (!noNetwork && state === 'reconnecting' && detail.retryIn && detail.retryIn >= 1000) {
       text = `Reconnecting in ${Math.ceil(detail.retryIn / 1000)} s…`;
     }
     label.textContent = text;
@@ -104,7 +117,7 @@ export class View {
     if (state === 'offline' || (state === 'reconnecting' && (detail.retryIn ?? 0) >= 1000)) {
       this.conn.append(el('button', { type: 'button', class: 'link', text: 'Reconnect now', onclick: () => this.actions.reconnect() }));
     }
-    this.connProblem = detail.fatal ? (detail.reason ?? 'the server refused this client') : null;
+    this.connProblem = detail.fatal ? closeSentence(detail.code) : null;
   }
 
   /** @param {SessionState} s */
@@ -116,9 +129,16 @@ export class View {
     this.#renderBanner(s);
     const mode = account ? 'signed-in' : 'anonymous';
     if (mode !== this.mode) {
+      // The first render takes over the screen the server rendered, when it is this one, with
+      // what the person typed into it before the scripts ran.
+      const adopt = this.mode === null;
       this.mode = mode;
-      this.main.replaceChildren(...(account ? this.#signedIn(account) : this.#anonymous()));
-    } else if (account) {
+      this.shownName = account?.name ?? null;
+      const fresh = account ? this.#signedIn(account, adopt) : this.#anonymous(adopt);
+      if (fresh) this.main.replaceChildren(...fresh);
+    } else if (account && account.name !== this.shownName) {
+      // Renamed (here or elsewhere): the rename box shows the new name, unless it is being edited.
+      this.shownName = account.name;
       const input = /** @type {HTMLInputElement|null} */ (this.main.querySelector('#rename-name'));
       if (input && document.activeElement !== input) input.value = account.name;
     }
@@ -133,7 +153,10 @@ export class View {
     this.account.replaceChildren(
       el('span', { class: 'who' }, 'Signed in as ', el('strong', { class: 'account-name', text: account.name }), ' ',
         el('span', { class: 'badge', 'data-type': account.type, text: account.type })),
-      el('button', { type: 'button', class: 'secondary', text: 'Sign out', onclick: () => this.actions.signOut() }),
+      el('button', { type: 'button', class: 'secondary', text: 'Sign out', onclick: () => this.actions.signOut().catch((err) => {
+        this.account.querySelector('.status')?.remove();
+        this.account.append(el('span', { class: 'status error', role: 'status', text: humanError(err, 'sign-out') }));
+      }) }),
     );
   }
 
@@ -141,7 +164,7 @@ export class View {
   #renderBanner(s) {
     /** @type {[string, string, string]|null} */
     let msg = null;
-    if (this.connProblem) msg = ['error', 'The connection was refused.', `${this.connProblem}. Reload the page to try again.`];
+    if (this.connProblem) msg = ['error', 'The connection was refused.', `${this.connProblem} Reload the page to try again.`];
     else if (s.ended) msg = ['warn', ...endings[s.ended]];
     else if (s.rightsChanged) msg = ['info', 'Your rights changed.', `You are now ${s.rightsChanged}.`];
     if (!msg) {
@@ -164,11 +187,13 @@ export class View {
     this.#renderBanner(s);
   }
 
-  #anonymous() {
+  /** @param {boolean} adopt take the server's forms, when they are there @returns {HTMLElement[]|null} null: adopted */
+  #anonymous(adopt) {
     this.usersList = this.messagesList = this.peopleCount = this.typingLine = null;
+    const server = adopt && this.main.querySelector('#sign-in') && this.main.querySelector('#register');
     /** @param {string} id @param {string} title @param {string} endpoint @param {boolean} creating */
     const form = (id, title, endpoint, creating) => {
-      const f = el('form', { id, class: 'card' },
+      const f = (server && /** @type {HTMLElement} */ (this.main.querySelector(`#${id}`))) || el('form', { id, method: 'post', action: '/', class: 'card' },
         el('h3', { text: title }),
         el('label', { for: `${id}-name`, text: 'Name' }),
         el('input', { id: `${id}-name`, name: 'name', autocomplete: 'username', required: true, maxlength: 64,
@@ -190,30 +215,45 @@ export class View {
         try {
           await this.actions.signIn(endpoint, String(data.get('name')), String(data.get('password')));
         } catch (err) {
-          status(f, explain(err), 'error');
+          status(f, humanError(err, creating ? 'register' : 'sign-in'), 'error');
           button.disabled = false;
         }
       });
       return f;
     };
+    const forms = [form('sign-in', 'Sign in', '/api/auth/login', false), form('register', 'Create an account', '/api/auth/register', true)];
+    if (server) return null;
     return [el('section', { class: 'welcome', 'aria-labelledby': 'welcome-title' },
       el('h2', { id: 'welcome-title', text: 'Welcome to tidings' }),
       el('p', { text: 'Sign in to see who is here and to talk with them, live.' }),
-      el('div', { class: 'auth-forms' },
-        form('sign-in', 'Sign in', '/api/auth/login', false),
-        form('register', 'Create an account', '/api/auth/register', true)))];
+      el('div', { class: 'auth-forms' }, ...forms))];
   }
 
-  /** @param {ApiAccount} account */
-  #signedIn(account) {
-    this.messagesList = el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', tabindex: 0, 'aria-label': 'Messages, oldest first' });
-    const text = /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
-      placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' }));
-    const composer = /** @type {HTMLFormElement} */ (el('form', { id: 'composer', class: 'composer', autocomplete: 'off' },
+  /**
+   * @param {ApiAccount} account
+   * @param {boolean} adopt take the server's screen, when it is there
+   * @returns {HTMLElement[]|null} null: adopted
+   */
+  #signedIn(account, adopt) {
+    const m = this.main;
+    const server = adopt && ['#messages', '#composer', '#composer-text', '#users', '#people-title .count', '#rename', '#rename-name', '#typing']
+      .every((sel) => m.querySelector(sel));
+    /** @template {HTMLElement} E @param {string} sel @param {Record<string, any>} attrs @param {() => E} make @returns {E} */
+    const take = (sel, attrs, make) => {
+      if (!server) return make();
+      const e = /** @type {E} */ (m.querySelector(sel));
+      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v)); // as the client draws it
+      return e;
+    };
+    const listAttrs = { tabindex: 0, 'aria-label': 'Messages, oldest first' };
+    this.messagesList = take('#messages', listAttrs, () => el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', ...listAttrs }));
+    const text = take('#composer-text', {}, () => /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
+      placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' })));
+    const composer = take('#composer', {}, () => /** @type {HTMLFormElement} */ (el('form', { id: 'composer', method: 'post', action: '/', class: 'composer', autocomplete: 'off' },
       el('label', { for: 'composer-text', class: 'visually-hidden', text: 'Message' }),
       text,
       el('button', { type: 'submit', text: 'Send' }),
-      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' })));
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }))));
     text.addEventListener('input', () => this.actions.typing(text.value));
     text.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
@@ -221,29 +261,43 @@ export class View {
         composer.requestSubmit();
       }
     });
+    // One message at a time: a second click or Enter while one is on its way sends nothing.
+    let sending = false;
+    /** @type {{text: string, key: string}|null} the last failed send: the same text again goes with its key, so it is stored once */
+    let failed = null;
     composer.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       const value = text.value.trim();
-      if (!value) return;
+      if (!value || sending) return;
+      sending = true;
       status(composer, 'Sending…', '');
       try {
-        const id = await this.actions.send(value);
+        await this.actions.send(value, failed?.text === value ? failed.key : undefined);
+        failed = null;
         if (text.value.trim() === value) text.value = '';
-        status(composer, `Sent (event ${id}).`, 'ok');
+        status(composer, 'Sent.', 'ok');
       } catch (err) {
-        status(composer, `Not sent: ${explain(err)}`, 'error');
+        const e = /** @type {any} */ (err);
+        const reused = e?.code === 'idempotency-key-reused'; // the next try goes with a new key
+        failed = typeof e?.key === 'string' && !reused ? { text: value, key: e.key } : null;
+        status(composer, `Not sent. ${humanError(err, 'send')}`, 'error');
+      } finally {
+        sending = false;
       }
     });
 
-    this.usersList = el('ul', { id: 'users', class: 'users' });
-    this.peopleCount = el('span', { class: 'count' });
-    const renameInput = /** @type {HTMLInputElement} */ (el('input', { id: 'rename-name', name: 'name', required: true, maxlength: 64,
-      pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' }));
-    renameInput.value = account.name;
-    const rename = el('form', { id: 'rename', class: 'rename', autocomplete: 'off' },
+    this.usersList = take('#users', {}, () => el('ul', { id: 'users', class: 'users' }));
+    this.peopleCount = take('#people-title .count', {}, () => el('span', { class: 'count' }));
+    const renameInput = take('#rename-name', { autocomplete: 'off' }, () => {
+      const input = /** @type {HTMLInputElement} */ (el('input', { id: 'rename-name', name: 'name', required: true, maxlength: 64,
+        pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' }));
+      input.value = account.name;
+      return input;
+    });
+    const rename = take('#rename', {}, () => el('form', { id: 'rename', method: 'post', action: '/', class: 'rename', autocomplete: 'off' },
       el('label', { for: 'rename-name', text: 'Your name' }),
       el('div', { class: 'row' }, renameInput, el('button', { type: 'submit', text: 'Rename' })),
-      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+      el('p', { class: 'status', role: 'status', 'aria-live': 'polite' })));
     rename.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       status(rename, 'Saving…', '');
@@ -251,14 +305,15 @@ export class View {
         await this.actions.rename(renameInput.value.trim());
         status(rename, 'Saved.', 'ok');
       } catch (err) {
-        status(rename, explain(err), 'error');
+        status(rename, humanError(err, 'rename'), 'error');
       }
     });
 
     // Polite and atomic: the whole line is read, when the person is free, and only when it
     // changes (renderTyping writes only then); its emptying is not announced.
-    this.typingLine = typingLine();
+    this.typingLine = take('#typing', {}, typingLine);
 
+    if (server) return null;
     return [el('div', { class: 'layout' },
       el('section', { class: 'card feed', 'aria-labelledby': 'feed-title' },
         el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, this.typingLine, composer),
@@ -287,10 +342,11 @@ export class View {
       if (!li) {
         li = el('li', { class: 'message', 'data-id': m.id },
           el('div', { class: 'meta' }, el('span', { class: 'from', text: m.userName }), ' ',
-            el('time', { datetime: m.time, title: new Date(m.time).toLocaleString(), text: clock(m.time) })),
+            el('time', { datetime: m.time })),
           el('p', { class: 'text', text: m.text }));
       }
       li.classList.toggle('mine', account !== null && m.userId === account.id);
+      localTime(/** @type {HTMLTimeElement|null} */ (li.querySelector('time')), m.time); // the server's says UTC
       const from = /** @type {HTMLElement} */ (li.querySelector('.from'));
       const name = nameOf(m.userId) ?? m.userName; // senders may have been renamed since
       if (from.textContent !== name) from.textContent = name;
@@ -299,6 +355,24 @@ export class View {
     for (const li of rows.values()) li.remove();
     if (messages.length === 0) list.append(el('li', { class: 'empty', text: 'No messages yet. Say hello.' }));
     if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+
+  /**
+   * Says, above the messages, that the messages missed meanwhile are not loaded yet ("": they are).
+   * @param {string} text
+   */
+  renderSync(text) {
+    let line = document.getElementById('sync');
+    if (!text) {
+      line?.remove();
+      return;
+    }
+    if (!line) {
+      if (!this.messagesList) return;
+      line = el('p', { id: 'sync', class: 'status error', role: 'status' });
+      this.messagesList.before(line);
+    }
+    line.textContent = text;
   }
 
   /**
@@ -381,7 +455,7 @@ export class View {
           save.hidden = true;
           say('Saved.', 'ok');
         } catch (err) {
-          say(explain(err), 'error');
+          say(humanError(err, 'type'), 'error');
         } finally {
           save.disabled = false;
         }
@@ -409,7 +483,7 @@ export class View {
           } catch (err) {
             del.textContent = 'Delete';
             del.classList.remove('armed');
-            say(explain(err), 'error');
+            say(humanError(err, 'delete'), 'error');
           }
         });
         controls.append(del);
