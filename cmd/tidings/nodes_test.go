@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,8 +28,8 @@ import (
 
 const testAPIKey = "test-key"
 
-// nodeLog is a node's standard output: it keeps the last lines for failure reports and hands
-// over the address of the "tidings listening on" line.
+// nodeLog is a node's log (standard error, as text): it keeps the last lines for failure
+// reports and hands over the URL of the line that says the node is ready.
 type nodeLog struct {
 	addr chan string // capacity 1: the base URL, once
 
@@ -52,7 +53,7 @@ func (l *nodeLog) Write(p []byte) (int, error) {
 		}
 		line := string(l.partial[:i])
 		l.partial = l.partial[i+1:]
-		if a, ok := strings.CutPrefix(line, "tidings listening on "); ok {
+		if a, ok := logAttr(line, "ready", "url"); ok {
 			select {
 			case l.addr <- a:
 			default:
@@ -64,6 +65,22 @@ func (l *nodeLog) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// logAttr returns the value of key in line, a text log line, when its message is msg.
+func logAttr(line, msg, key string) (string, bool) {
+	if strings.ContainsAny(msg, " =\"") {
+		msg = strconv.Quote(msg)
+	}
+	if !strings.Contains(line+" ", " msg="+msg+" ") {
+		return "", false
+	}
+	for f := range strings.FieldsSeq(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func (l *nodeLog) String() string {
@@ -96,7 +113,7 @@ type node struct {
 }
 
 // startNode runs `tidings serve` with env (over nodeEnv's defaults) until the test ends, and
-// waits until it listens.
+// waits until it is ready.
 func startNode(t *testing.T, name string, env map[string]string) *node {
 	t.Helper()
 	n, err := tryStartNode(t, name, env)
@@ -112,7 +129,7 @@ func tryStartNode(t *testing.T, name string, env map[string]string) (*node, erro
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{name: name, log: newNodeLog(), cancel: cancel, ran: make(chan error, 1)}
 	go func() {
-		n.ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, n.log)
+		n.ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, n.log, n.log)
 	}()
 	t.Cleanup(func() {
 		n.stop(t)
