@@ -164,14 +164,15 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 	for _, d := range define {
 		d(fs)
 	}
-	for _, a := range args {
-		if name := strings.TrimLeft(a, "-"); a != name && (name == "api-key" || strings.HasPrefix(name, "api-key=")) {
-			return c, errors.New("-api-key is not a flag: a key on the command line shows in ps and shell history; set TIDINGS_API_KEY, or -api-key-file")
-		}
-	}
 	synopsis := "[flags]"
 	if strings.HasSuffix(name, "user create") {
 		synopsis = "--name N --password-file F [--type regular|crew|admin] [flags]"
+	}
+	for _, a := range args {
+		if name := strings.TrimLeft(a, "-"); a != name && (name == "api-key" || strings.HasPrefix(name, "api-key=")) {
+			return c, &usageError{err: errors.New("-api-key is not a flag: a key on the command line shows in ps and shell history; set TIDINGS_API_KEY, or -api-key-file"),
+				usage: flagUsage(fs.Name(), synopsis, fs)}
+		}
 	}
 	if err := parseFlags(fs, synopsis, args, stdout); err != nil {
 		return c, err

@@ -115,7 +115,7 @@ func retry(ctx context.Context, wait time.Duration, log *slog.Logger, try func(c
 		pause := min(backoff/2+rand.N(backoff/2+1), left)
 		backoff = min(2*backoff, maxBackoff)
 		log.Warn("database not reachable; trying again", "try", n, "in", pause.Round(time.Millisecond),
-			"giveUpIn", left.Round(time.Second), "err", err)
+			"giveUpIn", left.Round(100*time.Millisecond), "err", err)
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():

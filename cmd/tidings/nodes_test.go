@@ -31,7 +31,8 @@ const testAPIKey = "test-key"
 // nodeLog is a node's log (standard error, as text): it keeps the last lines for failure
 // reports and hands over the URL of the line that says the node is ready.
 type nodeLog struct {
-	addr chan string // capacity 1: the base URL, once
+	addr   chan string // capacity 1: the base URL, once ready
+	listen chan string // capacity 1: the base URL, once listening (maybe not ready yet)
 
 	mu      sync.Mutex
 	partial []byte   // guarded by mu: the unfinished last line
@@ -40,7 +41,7 @@ type nodeLog struct {
 
 const maxLogLines = 200
 
-func newNodeLog() *nodeLog { return &nodeLog{addr: make(chan string, 1)} }
+func newNodeLog() *nodeLog { return &nodeLog{addr: make(chan string, 1), listen: make(chan string, 1)} }
 
 func (l *nodeLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -59,6 +60,12 @@ func (l *nodeLog) Write(p []byte) (int, error) {
 			default:
 			}
 		}
+		if a, ok := logAttr(line, "listening", "url"); ok {
+			select {
+			case l.listen <- a:
+			default:
+			}
+		}
 		l.lines = append(l.lines, line)
 		if len(l.lines) > maxLogLines {
 			l.lines = l.lines[len(l.lines)-maxLogLines:]
@@ -67,8 +74,16 @@ func (l *nodeLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// logAttr returns the value of key in line, a text log line, when its message is msg.
+// logAttr returns the value of key in line, a log line as text or JSON, when its message is msg.
 func logAttr(line, msg, key string) (string, bool) {
+	if strings.HasPrefix(line, "{") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != msg {
+			return "", false
+		}
+		v, ok := m[key].(string)
+		return v, ok
+	}
 	if strings.ContainsAny(msg, " =\"") {
 		msg = strconv.Quote(msg)
 	}
@@ -125,6 +140,21 @@ func startNode(t *testing.T, name string, env map[string]string) *node {
 
 // tryStartNode is startNode for any goroutine: it reports a failure instead of ending the test.
 func tryStartNode(t *testing.T, name string, env map[string]string) (*node, error) {
+	n := launchNode(t, name, env)
+	select {
+	case n.url = <-n.log.addr:
+		return n, nil
+	case err := <-n.ran:
+		n.ran <- err // for stop
+		return nil, fmt.Errorf("node %s: run returned before listening: %v", name, err)
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("node %s never said where it listens", name)
+	}
+}
+
+// launchNode runs `tidings serve` with env (over nodeEnv's defaults) until the test ends, and
+// returns at once: n.log says when it listens and when it is ready.
+func launchNode(t *testing.T, name string, env map[string]string) *node {
 	env = nodeEnv(t, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{name: name, log: newNodeLog(), cancel: cancel, ran: make(chan error, 1)}
@@ -137,15 +167,7 @@ func tryStartNode(t *testing.T, name string, env map[string]string) (*node, erro
 			t.Logf("node %s output:\n%s", n.name, n.log)
 		}
 	})
-	select {
-	case n.url = <-n.log.addr:
-		return n, nil
-	case err := <-n.ran:
-		n.ran <- err // for stop
-		return nil, fmt.Errorf("node %s: run returned before listening: %v", name, err)
-	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("node %s never said where it listens", name)
-	}
+	return n
 }
 
 // stop does what SIGTERM does and waits, with a bound, for run to return cleanly.

@@ -23,8 +23,8 @@ import (
 func userCreate(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	for _, a := range args {
 		if name := strings.TrimLeft(a, "-"); a != name && (name == "password" || strings.HasPrefix(name, "password=")) {
-			return errors.New("--password is not a flag: a password on the command line shows in ps and shell history; " +
-				"use --password-file F, or --password-file - to read it from standard input")
+			return &usageError{err: errors.New("--password is not a flag: a password on the command line shows in ps and shell history; " +
+				"use --password-file F, or --password-file - to read it from standard input"), usage: userUsage(getenv)}
 		}
 	}
 	var u userFlags
