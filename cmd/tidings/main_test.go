@@ -135,6 +135,10 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		"TIDINGS_METRICS_ADDR":            "9090",
 		"TIDINGS_DEV_PUBLIC":              "maybe",
 		"TIDINGS_API_KEY_FILE":            "/nonexistent/key",
+		"TIDINGS_DB_WAIT":                 "-1s",
+		"TIDINGS_LOG_FORMAT":              "logfmt",
+		"TIDINGS_LOG_LEVEL":               "loud",
+		"TIDINGS_ACCESS_LOG":              "sometimes",
 	}
 	for key, value := range cases {
 		_, err := parseConfig("serve", nil, func(k string) string {
