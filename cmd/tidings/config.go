@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"tidings/data"
 	"tidings/web"
 )
 
@@ -272,6 +273,11 @@ func parseConfig(name string, args []string, getenv func(string) string, stdout 
 	}
 	if c.addr == "" {
 		return c, fmt.Errorf("invalid TIDINGS_ADDR (-addr): empty")
+	}
+	if c.databaseURL != "" {
+		if err := data.CheckURL(c.databaseURL); err != nil {
+			return c, fmt.Errorf("invalid DATABASE_URL (-database-url): %w", err)
+		}
 	}
 	if c.databaseURL == "" && c.dataDir == "" {
 		return c, fmt.Errorf("invalid TIDINGS_DATA_DIR (-data-dir): empty, and no DATABASE_URL is set")

@@ -139,6 +139,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		"TIDINGS_LOG_FORMAT":              "logfmt",
 		"TIDINGS_LOG_LEVEL":               "loud",
 		"TIDINGS_ACCESS_LOG":              "sometimes",
+		"DATABASE_URL":                    "postgres://u:hunter2@host:port-is-not-a-number/db",
 	}
 	for key, value := range cases {
 		_, err := parseConfig("serve", nil, func(k string) string {

@@ -124,6 +124,10 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("tidings %s: stderr %q, want it to say %q", name, got.stderr, c.stderrSays)
 		}
 	}
+	got := runCLI(t, map[string]string{"DATABASE_URL": "postgres://u:hunter2@host:port-is-not-a-number/db"}, nil, "migrate")
+	if got.code != 1 || !strings.Contains(got.stderr, "invalid DATABASE_URL") || strings.Contains(got.stderr, "hunter2") {
+		t.Errorf("a bad DATABASE_URL: got %d, stderr %q; want 1, naming DATABASE_URL without its password", got.code, got.stderr)
+	}
 	for _, args := range [][]string{{"version"}, {"-version"}, {"--version"}} {
 		got := runCLI(t, nil, nil, args...)
 		if got.code != 0 || !versionLine.MatchString(got.stdout) || got.stderr != "" {
@@ -415,5 +419,36 @@ func TestJSONLogs(t *testing.T) {
 	}
 	if strings.Contains(n.log.String(), "query-secret") {
 		t.Errorf("the query string reached the log:\n%s", n.log)
+	}
+}
+
+// TestStopWhileWaitingForTheDatabase: SIGTERM while the node waits for its database stops it
+// at once, cleanly (run returns nil: exit 0).
+func TestStopWhileWaitingForTheDatabase(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := "postgres://tidings@" + ln.Addr().String() + "/tidings?sslmode=disable"
+	ln.Close()
+	n := launchNode(t, "waiting", map[string]string{"DATABASE_URL": nowhere, "TIDINGS_DB_WAIT": "10m"})
+	select {
+	case <-n.log.listen:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node never said where it listens")
+	}
+	waitUntil(t, "a logged failed try", 30*time.Second, func() bool {
+		return strings.Contains(n.log.String(), "database not reachable; trying again")
+	})
+	n.cancel() // what SIGTERM does
+	select {
+	case err := <-n.ran:
+		n.ran <- err // for the cleanup's stop
+		if err != nil {
+			t.Errorf("run after a stop while waiting: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("run did not return 10 s after a stop while waiting")
 	}
 }
