@@ -218,7 +218,7 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
-// prune deletes events older than retention (PROTOCOL.md section 5). Nodes take turns through
+// prune deletes events older than retention (docs/protocol.md section 5). Nodes take turns through
 // an advisory lock inside PruneOlderThan.
 func prune(ctx context.Context, events *data.Events, retention time.Duration, log *slog.Logger) {
 	n, err := events.PruneOlderThan(ctx, time.Now().Add(-retention))
