@@ -3,11 +3,14 @@
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: run test test-browser test-client build bench fuzz vet clean
+.PHONY: run test test-browser test-client check-deploy build bench fuzz vet clean
 
-## run: start a node on http://127.0.0.1:8080 with a managed PostgreSQL in ./.data (development mode)
+## run: build ./bin/tidings and start a node on http://127.0.0.1:8080 (development mode) with a
+## managed PostgreSQL in ./data/postgres: the default data directory of every command, so that
+## `./bin/tidings user create` reaches the same database while the node runs
 run:
-	TIDINGS_DEV=$${TIDINGS_DEV:-true} TIDINGS_DATA_DIR=$${TIDINGS_DATA_DIR:-./.data} $(GO) run ./cmd/tidings serve
+	$(GO) build -buildvcs=auto -o bin/tidings ./cmd/tidings
+	TIDINGS_DEV=$${TIDINGS_DEV:-true} ./bin/tidings serve
 
 ## test: every test, with the race detector, against a real PostgreSQL started for the run;
 ## then each fuzz test for a fixed number of inputs; then the browser client in headless Chromium;
@@ -35,13 +38,12 @@ test-client:
 ## check-deploy: the systemd unit in docs/deploy through systemd-analyze verify (skipped where
 ## systemd-analyze is not installed), and the settings of its environment file and of
 ## cmd/tidings against the table of docs/operations.md
-.PHONY: check-deploy
 check-deploy:
 	sh docs/deploy/check.sh
 
-## build: the binaries, in ./bin
+## build: the binaries, in ./bin, with the commit they were built from (tidings version)
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -buildvcs=auto -o bin/ ./cmd/...
 
 ## bench: the benchmarks (append, fan-out, replay); see docs/performance.md
 bench:

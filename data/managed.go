@@ -47,17 +47,29 @@ type ManagedConfig struct {
 	// off; initdb --no-sync). For tests: a machine crash can corrupt the cluster. False means
 	// durable defaults.
 	Ephemeral bool
+	// Attach uses the cluster that another process (a running node) already runs on Dir,
+	// through the socket its lock file names, instead of failing with ErrManagedRunning; Stop
+	// then leaves that cluster running. False: StartManaged fails when the cluster runs.
+	Attach bool
 
 	// findBin returns the directory holding initdb and postgres. Nil means defaultFindBin.
 	findBin func() (string, error)
 }
 
-// Managed is a running cluster owned by this process. It listens only on a Unix socket whose
-// directory is readable by its OS user alone, and trusts every local connection.
+// ErrManagedRunning is the cause of StartManaged's failure when another process already runs
+// the cluster in the directory (without ManagedConfig.Attach), or when the cluster it would
+// attach to does not answer yet: a failure that may pass once that process stops or is ready.
+var ErrManagedRunning = errors.New("data: the managed cluster is run by another process")
+
+// Managed is a running cluster owned by this process, or attached to (ManagedConfig.Attach).
+// It listens only on a Unix socket whose directory is readable by its OS user alone, and trusts
+// every local connection.
 type Managed struct {
 	// Set at construction.
 	dir      string // absolute cluster directory
 	sockDir  string // directory of the Unix socket
+	port     int    // names the socket file
+	attached bool   // another process runs the cluster: Stop leaves it alone
 	tempSock bool   // sockDir was made by MkdirTemp; Stop removes it
 	logPath  string
 	logStart int64 // size of the log before this run: the tail read on failure starts here
@@ -124,10 +136,13 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 			dir, strings.TrimSpace(string(version)), bin, major)
 	}
 	if err := clearStaleLock(dir, log); err != nil {
+		if cfg.Attach && errors.Is(err, ErrManagedRunning) {
+			return attach(ctx, dir, log)
+		}
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 
-	m := &Managed{dir: dir, sockDir: dir, log: log, exited: make(chan struct{})}
+	m := &Managed{dir: dir, sockDir: dir, port: managedPort, log: log, exited: make(chan struct{})}
 	if len(socketPath(dir)) > socketPathMax {
 		if m.sockDir, err = os.MkdirTemp("", "tidings-pg-"); err != nil {
 			return nil, fmt.Errorf("start postgres: socket directory: %w", err)
@@ -149,12 +164,35 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 	return m, nil
 }
 
+// attach returns the cluster that another process runs on dir, reached through the socket
+// directory and port its lock file names (lines 5 and 4 of postmaster.pid), once it answers.
+func attach(ctx context.Context, dir string, log *slog.Logger) (*Managed, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return nil, fmt.Errorf("attach to postgres: %w", err)
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 5 || !filepath.IsAbs(strings.TrimSpace(lines[4])) {
+		return nil, fmt.Errorf("attach to postgres: the lock file of %s names no socket directory yet: %w", dir, ErrManagedRunning)
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(lines[3]))
+	if err != nil {
+		return nil, fmt.Errorf("attach to postgres: the lock file of %s names no port: %q", dir, lines[3])
+	}
+	m := &Managed{dir: dir, sockDir: strings.TrimSpace(lines[4]), port: port, attached: true, log: log, exited: make(chan struct{})}
+	if err := ping(ctx, m.URL()); err != nil {
+		return nil, fmt.Errorf("attach to postgres on %s: %w (%w)", m.sockDir, ErrManagedRunning, err)
+	}
+	log.Info("using the running postgres", "dir", dir, "socket", m.sockDir)
+	return m, nil
+}
+
 // URL returns a pgx connection string for the "postgres" database over the Unix socket.
 func (m *Managed) URL() string { return m.URLFor("postgres") }
 
 // URLFor returns a pgx connection string for database over the Unix socket, as the superuser.
 func (m *Managed) URLFor(database string) string {
-	q := url.Values{"host": {m.sockDir}, "port": {strconv.Itoa(managedPort)}, "sslmode": {"disable"}}
+	q := url.Values{"host": {m.sockDir}, "port": {strconv.Itoa(m.port)}, "sslmode": {"disable"}}
 	u := url.URL{Scheme: "postgres", User: url.User(managedSuperuser), Path: "/" + database, RawQuery: q.Encode()}
 	return u.String()
 }
@@ -162,8 +200,11 @@ func (m *Managed) URLFor(database string) string {
 // Stop shuts the server down with a fast shutdown (SIGINT: open sessions are cancelled) and
 // waits for it to exit. If ctx ends first it sends SIGQUIT, then SIGKILL to the server's
 // process group after a grace period, and reports ctx's error. Later calls return the first
-// call's result.
+// call's result. An attached cluster is left running.
 func (m *Managed) Stop(ctx context.Context) error {
+	if m.attached {
+		return nil
+	}
 	m.stopOnce.Do(func() { m.stopErr = m.stop(ctx) })
 	return m.stopErr
 }
@@ -484,7 +525,7 @@ func clearStaleLock(dir string, log *slog.Logger) error {
 			pid = -pid // a single-user backend writes its pid negated
 		}
 		if pid > 0 && servesDir(pid, dir) {
-			return fmt.Errorf("another postgres (pid %d) is already running on %s: stop it first (this process will not kill it)", pid, dir)
+			return fmt.Errorf("another postgres (pid %d) is already running on %s: stop it first (this process will not kill it): %w", pid, dir, ErrManagedRunning)
 		}
 	}
 	log.Info("removing stale postgres lock file", "file", pidFile)

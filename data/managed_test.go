@@ -113,13 +113,52 @@ func TestManagedRefusesLiveServer(t *testing.T) {
 	if err == nil {
 		t.Fatal("second StartManaged on a live cluster: got nil error")
 	}
-	if want := "pid " + strconv.Itoa(m.proc.Pid); !strings.Contains(err.Error(), want) {
-		t.Fatalf("second StartManaged: got %q, want it to contain %q", err, want)
+	if want := "pid " + strconv.Itoa(m.proc.Pid); !strings.Contains(err.Error(), want) || !errors.Is(err, ErrManagedRunning) {
+		t.Fatalf("second StartManaged: got %q, want ErrManagedRunning and %q", err, want)
 	}
 	if got := queryInt(t, m.URL(), "SELECT 1"); got != 1 {
 		t.Fatalf("first server after refused start: got %d, want 1", got)
 	}
 	stopManaged(t, m)
+}
+
+// TestManagedAttach: with Attach, a second StartManaged on a live cluster (a command run while
+// a node runs) reaches that cluster through the socket its lock file names, even a temporary
+// one, and its Stop leaves the cluster running; without a live cluster it starts its own.
+func TestManagedAttach(t *testing.T) {
+	t.Parallel()
+	cfg := ManagedConfig{Dir: managedDir(t, strings.Repeat("a", 120)), Ephemeral: true} // a temporary socket directory
+	m := startManaged(t, cfg)
+	exec1(t, m.URL(), "CREATE DATABASE attach_mark")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	attachCfg := cfg
+	attachCfg.Attach = true
+	a, err := StartManaged(ctx, attachCfg)
+	if err != nil {
+		t.Fatalf("StartManaged with Attach on a live cluster: %v", err)
+	}
+	if a.URL() != m.URL() {
+		t.Errorf("attached URL: got %s, want the running cluster's %s", a.URL(), m.URL())
+	}
+	if got := queryInt(t, a.URL(), "SELECT count(*) FROM pg_database WHERE datname = 'attach_mark'"); got != 1 {
+		t.Fatalf("attached cluster: got %d attach_mark databases, want 1 (the running cluster's)", got)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Fatalf("Stop of the attached cluster: %v", err)
+	}
+	if got := queryInt(t, m.URL(), "SELECT 1"); got != 1 {
+		t.Fatalf("the running cluster after the attached Stop: got %d, want 1", got)
+	}
+	stopManaged(t, m)
+
+	// Nothing runs now: Attach starts the cluster, and its Stop stops it.
+	a = startManaged(t, attachCfg)
+	if a.attached {
+		t.Fatal("Attach with no live cluster: got an attached one, want one of its own")
+	}
+	stopManaged(t, a)
 }
 
 func TestManagedStaleLockFile(t *testing.T) {

@@ -7,6 +7,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// CheckURL reports whether url is a connection string OpenPool can use, without connecting.
+// Its error never holds the password.
+func CheckURL(url string) error {
+	if _, err := pgxpool.ParseConfig(url); err != nil {
+		return fmt.Errorf("parse database url: %w", err)
+	}
+	return nil
+}
+
 // OpenPool connects to the database at url and checks that it answers. maxConns of 0 keeps
 // pgx's default; a node needs a handful: one per concurrent request plus the listener, which
 // has its own connection outside the pool.

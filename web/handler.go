@@ -53,6 +53,8 @@ type Config struct {
 	BodyTimeout time.Duration
 	// Dev names the session cookie tidings-session, without Secure (plain http on localhost).
 	Dev bool
+	// Build is what GET /healthz says the node runs; zero: "unknown".
+	Build Build
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -157,13 +159,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errMisdirected)
 		return
 	}
-	// A request id for the logs, taken from a proxy's header when it sends a sane one.
-	id := r.Header.Get("X-Request-Id")
-	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
-		id = newRequestID()
-	}
-	w.Header().Set("X-Request-Id", id)
-	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	r = withRequestID(w, r)
 	if h.cors(w, r) { // a preflight, answered; otherwise every answer below carries CORS
 		return
 	}
@@ -203,6 +199,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 const requestTimeout = 15 * time.Second
 
 type requestIDKey struct{}
+
+// withRequestID gives the request an id for the logs, taken from a proxy's X-Request-Id when it
+// sends a sane one, and says it in the answer's X-Request-Id (which AccessLog reads).
+func withRequestID(w http.ResponseWriter, r *http.Request) *http.Request {
+	id := r.Header.Get("X-Request-Id")
+	if len(id) == 0 || len(id) > 64 || strings.ContainsFunc(id, func(c rune) bool { return c <= ' ' || c > '~' }) {
+		id = newRequestID()
+	}
+	w.Header().Set("X-Request-Id", id)
+	return r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+}
 
 // requestID is the id of the request ctx belongs to, or "".
 func requestID(ctx context.Context) string {
@@ -277,8 +284,9 @@ func (h *Handler) lastEventID(w http.ResponseWriter, r *http.Request, _ httprout
 	writeJSON(w, http.StatusOK, map[string]int64{"lastEventId": id})
 }
 
+// healthz says that the node is alive, and which binary it runs.
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, healthBody(h.cfg.Build))
 }
 
 // readyz reports whether this node can serve streams: the database answers, the hub reads the

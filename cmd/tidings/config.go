@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -13,11 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"tidings/data"
 	"tidings/web"
 )
 
-// config is every setting of PROTOCOL.md section 5. Each flag's default is its environment
-// variable, and each variable's default is the documented one.
+// config is every setting of docs/protocol.md section 5. Each flag's default is its
+// environment variable, and each variable's default is the documented one.
 type config struct {
 	databaseURL    string
 	addr           string
@@ -39,11 +41,70 @@ type config struct {
 	maxPerAddress  int
 	trustedProxies []netip.Prefix
 	allowedHosts   []string
+	dbWait         time.Duration // 0: one try
+	logFormat      string        // "text" or "json"
+	logLevel       slog.Level
+	accessLog      bool
+}
+
+// usageError is a command line that cannot be parsed (an unknown flag, a flag without its value,
+// a stray argument): main prints it with the command's usage on standard error and exits 2.
+type usageError struct {
+	err   error
+	usage string
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// flagUsage is the usage of the command name with the flags of fs.
+func flagUsage(name, synopsis string, fs *flag.FlagSet) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: %s %s\n\nEvery flag defaults to the environment variable in its parentheses (docs/protocol.md section 5).\n\n", name, synopsis)
+	out := fs.Output()
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+	return b.String()
+}
+
+// parseFlags parses args with fs. On -h, -help or --help it prints the usage to stdout and
+// returns flag.ErrHelp; any other failure is a *usageError.
+func parseFlags(fs *flag.FlagSet, synopsis string, args []string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard) // the flag package's own messages: ours are below
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(stdout, flagUsage(fs.Name(), synopsis, fs))
+		return err
+	}
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err != nil {
+		return &usageError{err: err, usage: flagUsage(fs.Name(), synopsis, fs)}
+	}
+	return nil
+}
+
+// envBool reads the boolean variable key (true, false, 1, 0, as strconv.ParseBool takes them),
+// def when it is empty; a value it cannot read is an error naming key and flag.
+func envBool(getenv func(string) string, key, flagName string, def bool) (bool, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("invalid %s (-%s) %q: want true or false", key, flagName, v)
+	}
+	return b, nil
 }
 
 // parseConfig reads flags over environment variables over defaults, and checks every value,
-// naming the bad setting in its error.
-func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (config, error) {
+// naming the bad setting in its error. define adds a command's own flags (user create's). A
+// command line that cannot be parsed is a *usageError; -h prints the usage to stdout and
+// returns flag.ErrHelp.
+func parseConfig(name string, args []string, getenv func(string) string, stdout io.Writer, define ...func(*flag.FlagSet)) (config, error) {
 	var c config
 	env := func(key, def string) string {
 		if v := getenv(key); v != "" {
@@ -52,7 +113,6 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		return def
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
 	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL URL; empty runs a managed local PostgreSQL in the data directory (DATABASE_URL)")
 	fs.StringVar(&c.addr, "addr", env("TIDINGS_ADDR", "127.0.0.1:8080"), "listen address (TIDINGS_ADDR)")
 	fs.StringVar(&c.dataDir, "data-dir", env("TIDINGS_DATA_DIR", "./data"), "managed database and other local state (TIDINGS_DATA_DIR)")
@@ -83,19 +143,47 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	}
 	perSession := fs.String("max-streams-per-session", env("TIDINGS_MAX_STREAMS_PER_SESSION", "16"), "streams one session may hold open on a node; -1: no limit (TIDINGS_MAX_STREAMS_PER_SESSION)")
 	perAddress := fs.String("max-streams-per-address", env("TIDINGS_MAX_STREAMS_PER_ADDRESS", "1000"), "streams one client address may hold open on a node, loopback ones unlimited; 0: no limit (TIDINGS_MAX_STREAMS_PER_ADDRESS)")
-	devDefault := env("TIDINGS_DEV", "false")
-	dev := fs.String("dev", devDefault, "development mode: cookie tidings-session without Secure (TIDINGS_DEV)")
-	devPublic := fs.String("dev-public", env("TIDINGS_DEV_PUBLIC", "false"), "allow development mode on an address that is not loopback (TIDINGS_DEV_PUBLIC)")
+	dbWait := fs.String("db-wait", env("TIDINGS_DB_WAIT", "5m"), "how long a starting node waits for PostgreSQL, trying again with backoff, before it gives up; 0: one try (TIDINGS_DB_WAIT)")
+	fs.StringVar(&c.logFormat, "log-format", env("TIDINGS_LOG_FORMAT", "text"), "log lines on standard error as text or json (TIDINGS_LOG_FORMAT)")
+	logLevel := fs.String("log-level", env("TIDINGS_LOG_LEVEL", "info"), "the least important log lines written: debug, info, warn or error (TIDINGS_LOG_LEVEL)")
+	// Booleans are boolean flags: -dev alone means true, -dev=false works.
+	bools := []struct {
+		p               *bool
+		flag, env, help string
+		err             error // of the variable, reported unless the flag is given
+	}{
+		{p: &c.dev, flag: "dev", env: "TIDINGS_DEV", help: "development mode: cookie tidings-session without Secure"},
+		{p: &c.devPublic, flag: "dev-public", env: "TIDINGS_DEV_PUBLIC", help: "allow development mode on an address that is not loopback"},
+		{p: &c.accessLog, flag: "access-log", env: "TIDINGS_ACCESS_LOG", help: "log one line per HTTP request: method, path without the query, status, bytes, duration, request id, client address"},
+	}
+	for i := range bools {
+		b := &bools[i]
+		def, err := envBool(getenv, b.env, b.flag, false)
+		b.err = err
+		fs.BoolVar(b.p, b.flag, def, b.help+" ("+b.env+")")
+	}
+	for _, d := range define {
+		d(fs)
+	}
+	synopsis := "[flags]"
+	if strings.HasSuffix(name, "user create") {
+		synopsis = "--name N --password-file F [--type regular|crew|admin] [flags]"
+	}
 	for _, a := range args {
 		if name := strings.TrimLeft(a, "-"); a != name && (name == "api-key" || strings.HasPrefix(name, "api-key=")) {
-			return c, errors.New("-api-key is not a flag: a key on the command line shows in ps and shell history; set TIDINGS_API_KEY, or -api-key-file")
+			return c, &usageError{err: errors.New("-api-key is not a flag: a key on the command line shows in ps and shell history; set TIDINGS_API_KEY, or -api-key-file"),
+				usage: flagUsage(fs.Name(), synopsis, fs)}
 		}
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, synopsis, args, stdout); err != nil {
 		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, b := range bools {
+		if b.err != nil && !set[b.flag] {
+			return c, b.err
+		}
 	}
 	for i, d := range durations {
 		v, err := time.ParseDuration(*raw[i])
@@ -111,11 +199,16 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	if c.maxPerAddress, err = strconv.Atoi(*perAddress); err != nil || c.maxPerAddress < 0 {
 		return c, fmt.Errorf("invalid TIDINGS_MAX_STREAMS_PER_ADDRESS (-max-streams-per-address) %q: want a positive number, or 0 for no limit", *perAddress)
 	}
-	if c.dev, err = strconv.ParseBool(*dev); err != nil {
-		return c, fmt.Errorf("invalid TIDINGS_DEV (-dev) %q: want true or false", *dev)
+	if c.dbWait, err = time.ParseDuration(*dbWait); err != nil || c.dbWait < 0 {
+		return c, fmt.Errorf("invalid TIDINGS_DB_WAIT (-db-wait) %q: want a Go duration such as 5m, or 0 for one try", *dbWait)
 	}
-	if c.devPublic, err = strconv.ParseBool(*devPublic); err != nil {
-		return c, fmt.Errorf("invalid TIDINGS_DEV_PUBLIC (-dev-public) %q: want true or false", *devPublic)
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return c, fmt.Errorf("invalid TIDINGS_LOG_FORMAT (-log-format) %q: want text or json", c.logFormat)
+	}
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	var ok bool
+	if c.logLevel, ok = levels[strings.ToLower(*logLevel)]; !ok {
+		return c, fmt.Errorf("invalid TIDINGS_LOG_LEVEL (-log-level) %q: want debug, info, warn or error", *logLevel)
 	}
 	if *apiKeyFile != "" {
 		if c.apiKey != "" {
@@ -180,6 +273,11 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	}
 	if c.addr == "" {
 		return c, fmt.Errorf("invalid TIDINGS_ADDR (-addr): empty")
+	}
+	if c.databaseURL != "" {
+		if err := data.CheckURL(c.databaseURL); err != nil {
+			return c, fmt.Errorf("invalid DATABASE_URL (-database-url): %w", err)
+		}
 	}
 	if c.databaseURL == "" && c.dataDir == "" {
 		return c, fmt.Errorf("invalid TIDINGS_DATA_DIR (-data-dir): empty, and no DATABASE_URL is set")

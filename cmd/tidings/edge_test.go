@@ -42,7 +42,7 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	})
 	var aside string
 	for line := range strings.SplitSeq(n.log.String(), "\n") {
-		if u, ok := strings.CutPrefix(line, "tidings metrics on "); ok {
+		if u, ok := logAttr(line, "metrics listening", "url"); ok {
 			aside = strings.TrimSuffix(u, "/metrics")
 		}
 	}
@@ -83,7 +83,7 @@ func TestDevModeOnPublicAddress(t *testing.T) {
 	env := map[string]string{"TIDINGS_DEV": "true", "TIDINGS_ADDR": "0.0.0.0:0", "DATABASE_URL": "postgres://127.0.0.1:1/none?connect_timeout=1"}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, io.Discard)
+	err := run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, io.Discard, io.Discard)
 	for _, want := range []string{"TIDINGS_DEV", "TIDINGS_ADDR=0.0.0.0:0", "TIDINGS_DEV_PUBLIC"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want a refusal that names %s", err, want)

@@ -37,14 +37,14 @@ func TestServeEndToEnd(t *testing.T) {
 	out, w := io.Pipe()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, w)
+		ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, io.Discard, w)
 		w.Close()
 	}()
 	base := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if addr, ok := strings.CutPrefix(sc.Text(), "tidings listening on "); ok {
+			if addr, ok := logAttr(sc.Text(), "ready", "url"); ok {
 				base <- addr
 			}
 		}
@@ -135,6 +135,11 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		"TIDINGS_METRICS_ADDR":            "9090",
 		"TIDINGS_DEV_PUBLIC":              "maybe",
 		"TIDINGS_API_KEY_FILE":            "/nonexistent/key",
+		"TIDINGS_DB_WAIT":                 "-1s",
+		"TIDINGS_LOG_FORMAT":              "logfmt",
+		"TIDINGS_LOG_LEVEL":               "loud",
+		"TIDINGS_ACCESS_LOG":              "sometimes",
+		"DATABASE_URL":                    "postgres://u:hunter2@host:port-is-not-a-number/db",
 	}
 	for key, value := range cases {
 		_, err := parseConfig("serve", nil, func(k string) string {
@@ -204,26 +209,26 @@ func TestUserCreate(t *testing.T) {
 	}
 	var out strings.Builder
 	args := []string{"tidings", "user", "create", "--name", "root", "--password-file", file, "--type", "admin"}
-	if err := run(context.Background(), args, getenv, nil, &out); err != nil {
+	if err := run(context.Background(), args, getenv, nil, &out, io.Discard); err != nil {
 		t.Fatalf("user create: %v\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), `created user 1 "root" (admin)`) {
 		t.Fatalf("output: %s", out.String())
 	}
-	err := run(context.Background(), args, getenv, nil, io.Discard)
+	err := run(context.Background(), args, getenv, nil, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "name taken") {
 		t.Fatalf("same name again: got %v, want name taken", err)
 	}
 	out.Reset()
 	stdin := []string{"tidings", "user", "create", "--name", "ann", "--password-file", "-"}
-	if err := run(context.Background(), stdin, getenv, strings.NewReader("password-ann\r\nnot this line\n"), &out); err != nil {
+	if err := run(context.Background(), stdin, getenv, strings.NewReader("password-ann\r\nnot this line\n"), &out, io.Discard); err != nil {
 		t.Fatalf("user create from standard input: %v", err)
 	}
 	if !strings.Contains(out.String(), `"ann" (regular)`) {
 		t.Fatalf("output: %s", out.String())
 	}
 	bad := []string{"tidings", "user", "create", "--name", "x", "--password-file", "-"}
-	if err := run(context.Background(), bad, getenv, strings.NewReader("short\n"), io.Discard); err == nil {
+	if err := run(context.Background(), bad, getenv, strings.NewReader("short\n"), io.Discard, io.Discard); err == nil {
 		t.Fatal("a short password was accepted")
 	}
 
@@ -249,7 +254,7 @@ func TestSecretsAreNotFlagValues(t *testing.T) {
 		{"tidings", "user", "create", "--name", "x", "--password", "password-x"},
 		{"tidings", "user", "create", "--name", "x", "-password=password-x"},
 	} {
-		err := run(context.Background(), args, noEnv, nil, io.Discard)
+		err := run(context.Background(), args, noEnv, nil, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "--password-file") {
 			t.Errorf("%v: got %v, want a refusal that names --password-file", args, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,10 +28,11 @@ import (
 
 const testAPIKey = "test-key"
 
-// nodeLog is a node's standard output: it keeps the last lines for failure reports and hands
-// over the address of the "tidings listening on" line.
+// nodeLog is a node's log (standard error, as text): it keeps the last lines for failure
+// reports and hands over the URL of the line that says the node is ready.
 type nodeLog struct {
-	addr chan string // capacity 1: the base URL, once
+	addr   chan string // capacity 1: the base URL, once ready
+	listen chan string // capacity 1: the base URL, once listening (maybe not ready yet)
 
 	mu      sync.Mutex
 	partial []byte   // guarded by mu: the unfinished last line
@@ -39,7 +41,7 @@ type nodeLog struct {
 
 const maxLogLines = 200
 
-func newNodeLog() *nodeLog { return &nodeLog{addr: make(chan string, 1)} }
+func newNodeLog() *nodeLog { return &nodeLog{addr: make(chan string, 1), listen: make(chan string, 1)} }
 
 func (l *nodeLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
@@ -52,9 +54,15 @@ func (l *nodeLog) Write(p []byte) (int, error) {
 		}
 		line := string(l.partial[:i])
 		l.partial = l.partial[i+1:]
-		if a, ok := strings.CutPrefix(line, "tidings listening on "); ok {
+		if a, ok := logAttr(line, "ready", "url"); ok {
 			select {
 			case l.addr <- a:
+			default:
+			}
+		}
+		if a, ok := logAttr(line, "listening", "url"); ok {
+			select {
+			case l.listen <- a:
 			default:
 			}
 		}
@@ -64,6 +72,30 @@ func (l *nodeLog) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// logAttr returns the value of key in line, a log line as text or JSON, when its message is msg.
+func logAttr(line, msg, key string) (string, bool) {
+	if strings.HasPrefix(line, "{") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != msg {
+			return "", false
+		}
+		v, ok := m[key].(string)
+		return v, ok
+	}
+	if strings.ContainsAny(msg, " =\"") {
+		msg = strconv.Quote(msg)
+	}
+	if !strings.Contains(line+" ", " msg="+msg+" ") {
+		return "", false
+	}
+	for f := range strings.FieldsSeq(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 func (l *nodeLog) String() string {
@@ -96,7 +128,7 @@ type node struct {
 }
 
 // startNode runs `tidings serve` with env (over nodeEnv's defaults) until the test ends, and
-// waits until it listens.
+// waits until it is ready.
 func startNode(t *testing.T, name string, env map[string]string) *node {
 	t.Helper()
 	n, err := tryStartNode(t, name, env)
@@ -108,18 +140,7 @@ func startNode(t *testing.T, name string, env map[string]string) *node {
 
 // tryStartNode is startNode for any goroutine: it reports a failure instead of ending the test.
 func tryStartNode(t *testing.T, name string, env map[string]string) (*node, error) {
-	env = nodeEnv(t, env)
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{name: name, log: newNodeLog(), cancel: cancel, ran: make(chan error, 1)}
-	go func() {
-		n.ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, n.log)
-	}()
-	t.Cleanup(func() {
-		n.stop(t)
-		if t.Failed() {
-			t.Logf("node %s output:\n%s", n.name, n.log)
-		}
-	})
+	n := launchNode(t, name, env)
 	select {
 	case n.url = <-n.log.addr:
 		return n, nil
@@ -129,6 +150,24 @@ func tryStartNode(t *testing.T, name string, env map[string]string) (*node, erro
 	case <-time.After(30 * time.Second):
 		return nil, fmt.Errorf("node %s never said where it listens", name)
 	}
+}
+
+// launchNode runs `tidings serve` with env (over nodeEnv's defaults) until the test ends, and
+// returns at once: n.log says when it listens and when it is ready.
+func launchNode(t *testing.T, name string, env map[string]string) *node {
+	env = nodeEnv(t, env)
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{name: name, log: newNodeLog(), cancel: cancel, ran: make(chan error, 1)}
+	go func() {
+		n.ran <- run(ctx, []string{"tidings", "serve"}, func(k string) string { return env[k] }, nil, n.log, n.log)
+	}()
+	t.Cleanup(func() {
+		n.stop(t)
+		if t.Failed() {
+			t.Logf("node %s output:\n%s", n.name, n.log)
+		}
+	})
+	return n
 }
 
 // stop does what SIGTERM does and waits, with a bound, for run to return cleanly.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 
 	"tidings/auth"
 	"tidings/data"
+	"tidings/migrations"
 	"tidings/realtime"
 	"tidings/web"
 )
@@ -26,10 +26,13 @@ import (
 // shutdownGrace is how long serve gives streams to close with 1001 before cutting them.
 const shutdownGrace = 10 * time.Second
 
-// serve runs a node until ctx ends, then shuts down in order: stop accepting, close every
-// stream with 1001 and wait for it, stop the hub and its listener, close the pool, stop the
-// managed database.
-func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) error {
+// serve runs a node until ctx ends. It listens first, answering /healthz (and /readyz 503)
+// while it waits for the database (TIDINGS_DB_WAIT), then migrates it and serves. At the end it
+// shuts down in order: stop accepting, close every stream with 1001 and wait for it, stop the
+// hub and its listener, close the pool, stop the managed database.
+func serve(ctx context.Context, cfg config, log *slog.Logger) (err error) {
+	b := readBuild()
+	log.Info("starting", b.attrs()...)
 	if err := cfg.checkDev(); err != nil {
 		return err
 	}
@@ -37,126 +40,168 @@ func serve(ctx context.Context, cfg config, log *slog.Logger, stdout io.Writer) 
 		log.Warn("DEVELOPMENT MODE ON A PUBLIC ADDRESS: the session cookie is sent without Secure, in the clear; "+
 			"never do this in production", "TIDINGS_ADDR", cfg.addr, "TIDINGS_DEV", true, "TIDINGS_DEV_PUBLIC", true)
 	}
-	return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-			data.NewPoolCollector(pool))
-		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-		events := data.NewEvents(pool)
-		rtMetrics := realtime.NewMetrics(reg)
-		hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: rtMetrics})
-		presenceStore, err := data.NewPresence(ctx, pool)
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+	}
+	maxPerAddress := cfg.maxPerAddress
+	if maxPerAddress == 0 {
+		maxPerAddress = -1 // no limit
+	}
+	webCfg := web.Config{
+		AllowedOrigins: cfg.allowedOrigins,
+		APIKey:         cfg.apiKey,
+		Dev:            cfg.dev,
+
+		MaxStreamsPerSession: cfg.maxPerSession,
+		MaxStreamsPerAddress: maxPerAddress,
+		TrustedProxies:       cfg.trustedProxies,
+		AllowedHosts:         cfg.allowedHosts,
+		LoopbackListener:     isLoopback(ln.Addr()),
+		Build:                web.Build{Version: b.version, Commit: b.commit},
+		Logger:               log,
+	}
+	gate := web.NewGate(webCfg)
+	var front http.Handler = gate
+	if cfg.accessLog {
+		front = web.AccessLog(gate, log, cfg.trustedProxies)
+	}
+	srv := &http.Server{
+		Handler:           front,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	// serveCtx ends with ctx, or when the HTTP server fails (its cause says how).
+	serveCtx, failed := context.WithCancelCause(ctx)
+	defer failed(nil)
+	serveDone := make(chan struct{})
+	go func() {
+		defer close(serveDone)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			failed(fmt.Errorf("http server: %w", err))
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	log.Info("listening", "addr", ln.Addr().String(), "url", url)
+	// The node's handler, once the gate is open: a shutdown closes its streams too.
+	var node *web.Handler
+	var shutdownOnce sync.Once
+	shutdown := func() {
+		shutdownOnce.Do(func() {
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			defer cancel()
+			var sd sync.WaitGroup
+			sd.Go(func() {
+				if err := srv.Shutdown(shutdownCtx); err != nil {
+					srv.Close()
+				}
+			})
+			if node != nil {
+				sd.Go(func() { node.Shutdown(shutdownCtx) })
+			}
+			sd.Wait()
+			<-serveDone
+		})
+	}
+	defer func() {
+		shutdown() // on the way out before the node served; at once otherwise
+		if cause := context.Cause(serveCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+			err = errors.Join(err, cause)
+		}
+	}()
+
+	db, err := openDatabase(serveCtx, cfg, log, false)
+	if err != nil {
+		if serveCtx.Err() != nil {
+			return nil // stopped while waiting: a clean stop, or the server's failure, which the deferred shutdown reports
+		}
+		return err
+	}
+	// Deferred before everything below, so it runs after it: the pool and the managed cluster go last.
+	defer func() { err = errors.Join(err, db.close()) }()
+	if err := data.Migrate(serveCtx, db.pool, migrations.FS, log); err != nil {
+		if serveCtx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	pool := db.pool
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		data.NewPoolCollector(pool))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	events := data.NewEvents(pool)
+	rtMetrics := realtime.NewMetrics(reg)
+	hub := realtime.NewHub(events, realtime.HubConfig{Logger: log, Metrics: rtMetrics})
+	presenceStore, err := data.NewPresence(serveCtx, pool)
+	if err != nil {
+		return err
+	}
+	presence := realtime.NewPresence(hub, presenceStore, realtime.PresenceConfig{
+		Grace: cfg.presenceGrace, Timeout: cfg.presenceWait, Logger: log, Metrics: rtMetrics,
+	})
+	sessions := newAuth(pool, cfg, log)
+	reg.MustRegister(auth.NewCollector(sessions))
+	publisher := data.NewPublisher(pool, data.PublisherConfig{})
+	defer publisher.Close() // after the streams and requests that publish
+
+	deps := web.Deps{
+		Pool:      pool,
+		Events:    events,
+		Publisher: publisher,
+		Hub:       hub,
+		Auth:      sessions,
+		Presence:  presence,
+	}
+	if cfg.metricsAddr == "" {
+		deps.Metrics = metrics
+	}
+
+	var wg sync.WaitGroup
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer wg.Wait()
+	defer stopHub()
+	wg.Go(func() {
+		if err := hub.Run(hubCtx); err != nil {
+			log.Error("hub stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := presence.Run(hubCtx); err != nil {
+			log.Error("presence stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		every(hubCtx, cfg.pruneInterval, func() {
+			prune(hubCtx, events, cfg.retention, log)
+			discard(hubCtx, sessions, log)
+			discardKeys(hubCtx, publisher, log)
+		})
+	})
+	if cfg.metricsAddr != "" {
+		stop, err := serveAside(cfg.metricsAddr, metrics, cfg.pprofAddr != "", log)
 		if err != nil {
 			return err
 		}
-		presence := realtime.NewPresence(hub, presenceStore, realtime.PresenceConfig{
-			Grace: cfg.presenceGrace, Timeout: cfg.presenceWait, Logger: log, Metrics: rtMetrics,
-		})
-		sessions := newAuth(pool, cfg, log)
-		reg.MustRegister(auth.NewCollector(sessions))
-		publisher := data.NewPublisher(pool, data.PublisherConfig{})
-		defer publisher.Close() // after the streams and requests that publish
-
-		ln, err := net.Listen("tcp", cfg.addr)
+		defer stop()
+	} else if cfg.pprofAddr != "" {
+		stop, err := serveAside(cfg.pprofAddr, nil, true, log)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", cfg.addr, err)
+			return err
 		}
-		deps := web.Deps{
-			Pool:      pool,
-			Events:    events,
-			Publisher: publisher,
-			Hub:       hub,
-			Auth:      sessions,
-			Presence:  presence,
-		}
-		if cfg.metricsAddr == "" {
-			deps.Metrics = metrics
-		}
-		maxPerAddress := cfg.maxPerAddress
-		if maxPerAddress == 0 {
-			maxPerAddress = -1 // no limit
-		}
-		handler := web.NewHandler(deps, web.Config{
-			AllowedOrigins: cfg.allowedOrigins,
-			APIKey:         cfg.apiKey,
-			Dev:            cfg.dev,
+		defer stop()
+	}
+	node = web.NewHandler(deps, webCfg)
+	gate.Open(node)
+	log.Info("ready", "url", url)
 
-			MaxStreamsPerSession: cfg.maxPerSession,
-			MaxStreamsPerAddress: maxPerAddress,
-			TrustedProxies:       cfg.trustedProxies,
-			AllowedHosts:         cfg.allowedHosts,
-			LoopbackListener:     isLoopback(ln.Addr()),
-			Logger:               log,
-		})
-		srv := &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		}
-
-		var wg sync.WaitGroup
-		hubCtx, stopHub := context.WithCancel(context.Background())
-		defer wg.Wait()
-		defer stopHub()
-		wg.Go(func() {
-			if err := hub.Run(hubCtx); err != nil {
-				log.Error("hub stopped", "err", err)
-			}
-		})
-		wg.Go(func() {
-			if err := presence.Run(hubCtx); err != nil {
-				log.Error("presence stopped", "err", err)
-			}
-		})
-		wg.Go(func() {
-			every(hubCtx, cfg.pruneInterval, func() {
-				prune(hubCtx, events, cfg.retention, log)
-				discard(hubCtx, sessions, log)
-				discardKeys(hubCtx, publisher, log)
-			})
-		})
-		if cfg.metricsAddr != "" {
-			stop, err := serveAside(cfg.metricsAddr, metrics, cfg.pprofAddr != "", log, stdout)
-			if err != nil {
-				ln.Close()
-				return err
-			}
-			defer stop()
-		} else if cfg.pprofAddr != "" {
-			stop, err := serveAside(cfg.pprofAddr, nil, true, log, stdout)
-			if err != nil {
-				ln.Close()
-				return err
-			}
-			defer stop()
-		}
-		serveErr := make(chan error, 1)
-		wg.Go(func() { serveErr <- srv.Serve(ln) })
-		fmt.Fprintf(stdout, "tidings listening on http://%s\n", ln.Addr())
-
-		select {
-		case <-ctx.Done():
-		case err := <-serveErr:
-			return fmt.Errorf("http server: %w", err)
-		}
-		log.Info("shutting down")
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-		defer cancel()
-		var sd sync.WaitGroup
-		sd.Go(func() {
-			if err := srv.Shutdown(shutdownCtx); err != nil {
-				srv.Close()
-			}
-		})
-		sd.Go(func() { handler.Shutdown(shutdownCtx) })
-		sd.Wait()
-		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http server: %w", err)
-		}
-		log.Info("stopped accepting; streams closed")
-		return nil
-	})
+	<-serveCtx.Done()
+	log.Info("shutting down")
+	shutdown() // first: the deferred calls below stop the hub, the pool and the managed database
+	log.Info("stopped accepting; streams closed")
+	return nil
 }
 
 // every calls fn every interval until ctx ends.
@@ -173,7 +218,7 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
-// prune deletes events older than retention (PROTOCOL.md section 5). Nodes take turns through
+// prune deletes events older than retention (docs/protocol.md section 5). Nodes take turns through
 // an advisory lock inside PruneOlderThan.
 func prune(ctx context.Context, events *data.Events, retention time.Duration, log *slog.Logger) {
 	n, err := events.PruneOlderThan(ctx, time.Now().Add(-retention))
@@ -217,7 +262,7 @@ func newAuth(pool *pgxpool.Pool, cfg config, log *slog.Logger) *auth.Manager {
 // serveAside serves what is not for the public on an address of its own: /metrics when
 // metrics is not nil, and the runtime profiles when pprofOn. On a loopback address it answers
 // only loopback Host names, so that a page of another site cannot read it by DNS rebinding.
-func serveAside(addr string, metrics http.Handler, pprofOn bool, log *slog.Logger, stdout io.Writer) (stop func(), err error) {
+func serveAside(addr string, metrics http.Handler, pprofOn bool, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for metrics and profiles: %w", addr, err)
@@ -244,7 +289,7 @@ func serveAside(addr string, metrics http.Handler, pprofOn bool, log *slog.Logge
 		srv.Serve(ln)
 	}()
 	if metrics != nil {
-		fmt.Fprintf(stdout, "tidings metrics on http://%s/metrics\n", ln.Addr())
+		log.Info("metrics listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String()+"/metrics")
 	}
 	if pprofOn {
 		log.Info("pprof listening", "addr", ln.Addr().String())

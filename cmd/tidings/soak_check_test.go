@@ -122,10 +122,10 @@ func (m *mirror) lastVisible(v soakViewer, after, through int64) int64 {
 	return after
 }
 
-// typeRank orders the account types (PROTOCOL.md section 3: regular < crew < admin).
+// typeRank orders the account types (docs/protocol.md section 3: regular < crew < admin).
 var typeRank = map[data.UserType]int{data.UserRegular: 1, data.UserCrew: 2, data.UserAdmin: 3}
 
-// sees is the audience rule of PROTOCOL.md section 3, written here again so that the server's
+// sees is the audience rule of docs/protocol.md section 3, written here again so that the server's
 // own is not what judges it; control events reach no client.
 func (v soakViewer) sees(e mirrorEvent) bool {
 	if strings.HasPrefix(e.typ, data.ControlTypePrefix) {
@@ -205,7 +205,7 @@ func (s *soak) verify(ctx context.Context) {
 	}
 }
 
-// checkStream checks one stream's frames against PROTOCOL.md section 2 and the log.
+// checkStream checks one stream's frames against docs/protocol.md section 2 and the log.
 func (s *soak) checkStream(r *streamRec, rep *soakReport) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -28,7 +28,7 @@ import (
 // The soak test: three nodes on one database, one of them with a hub held behind on purpose,
 // writers through every path, clients that reconnect at random with random lastEventId
 // values, retention and listener kills, and a check of every frame of every stream against
-// the log (PROTOCOL.md sections 1 to 3). This file runs it; soak_stream_test.go holds the
+// the log (docs/protocol.md sections 1 to 3). This file runs it; soak_stream_test.go holds the
 // clients, soak_check_test.go the log's copy and the checks.
 
 // defaultSoakDuration is how long writers, faults and reconnecting clients run, unless
@@ -275,7 +275,7 @@ func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
 }
 
 // audience returns a random audience as JSON ("" for none at all), of every kind of
-// PROTOCOL.md section 3: everyone, signed-in, each min-type, one of the accounts, nobody.
+// docs/protocol.md section 3: everyone, signed-in, each min-type, one of the accounts, nobody.
 func (s *soak) audience(rng *rand.Rand) string {
 	switch rng.IntN(9) {
 	case 0:

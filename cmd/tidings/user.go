@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -18,62 +18,62 @@ import (
 // userCreate makes a user of any type: `tidings user create --name N --password-file F
 // [--type T]`, where F is a file holding the password, or - for standard input. A password is
 // never a flag value: it would show in ps, shell history and pprof's cmdline. It takes the
-// database flags of serve too.
-func userCreate(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
-	var name, passwordFile, typ string
-	rest := args[:0:0]
-	for i := 0; i < len(args); i++ {
-		flagName, inline, hasInline := strings.Cut(args[i], "=")
-		value := func() (string, error) {
-			if hasInline {
-				return inline, nil
-			}
-			if i+1 >= len(args) {
-				return "", fmt.Errorf("%s needs a value", flagName)
-			}
-			i++
-			return args[i], nil
-		}
-		var err error
-		switch flagName {
-		case "--name", "-name":
-			name, err = value()
-		case "--password-file", "-password-file":
-			passwordFile, err = value()
-		case "--password", "-password":
-			return errors.New("--password is not a flag: a password on the command line shows in ps and shell history; " +
-				"use --password-file F, or --password-file - to read it from standard input")
-		case "--type", "-type":
-			typ, err = value()
-		default:
-			rest = append(rest, args[i])
-		}
-		if err != nil {
-			return err
+// flags of serve too (the same parsing: --name=x works), and while a node runs the managed
+// cluster of the same data directory, it uses that cluster.
+func userCreate(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if name := strings.TrimLeft(a, "-"); a != name && (name == "password" || strings.HasPrefix(name, "password=")) {
+			return &usageError{err: errors.New("--password is not a flag: a password on the command line shows in ps and shell history; " +
+				"use --password-file F, or --password-file - to read it from standard input"), usage: userUsage(getenv)}
 		}
 	}
-	if passwordFile == "" {
-		return errors.New("--password-file is needed: a file holding the password, or - for standard input")
-	}
-	if typ == "" {
-		typ = string(data.UserRegular)
-	}
-	cfg, err := parseConfig("tidings user create", rest, getenv, stdout)
+	var u userFlags
+	cfg, err := parseConfig("tidings user create", args, getenv, stdout, u.define)
 	if err != nil {
 		return err
 	}
-	password, err := readPassword(passwordFile, stdin)
+	for _, missing := range []struct{ flag, value, why string }{
+		{"--name", u.name, "the new user's name"},
+		{"--password-file", u.passwordFile, "a file holding the password, or - for standard input"},
+	} {
+		if missing.value == "" {
+			return &usageError{err: fmt.Errorf("%s is needed: %s", missing.flag, missing.why), usage: userUsage(getenv)}
+		}
+	}
+	if !data.UserType(u.typ).Valid() {
+		return &usageError{err: fmt.Errorf("--type %q: want regular, crew or admin", u.typ), usage: userUsage(getenv)}
+	}
+	name, typ := u.name, u.typ
+	password, err := readPassword(u.passwordFile, stdin)
 	if err != nil {
 		return err
 	}
-	return withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
+	log := newLogger(cfg, stderr)
+	return logged(log, withDatabase(ctx, cfg, log, func(pool *pgxpool.Pool) error {
 		u, err := newAuth(pool, cfg, log).CreateUser(ctx, name, password, data.UserType(typ))
 		if err != nil {
 			return fmt.Errorf("create user: %w", err)
 		}
 		fmt.Fprintf(stdout, "created user %d %q (%s)\n", u.ID, u.Name, u.Type)
 		return nil
-	})
+	}))
+}
+
+// userFlags are the flags of user create beside the settings.
+type userFlags struct{ name, passwordFile, typ string }
+
+func (u *userFlags) define(fs *flag.FlagSet) {
+	fs.StringVar(&u.name, "name", "", "the new user's name (1-64 ASCII letters, digits, '-', '_' or '.')")
+	fs.StringVar(&u.passwordFile, "password-file", "", "a file whose first line is the password; - reads it from standard input")
+	fs.StringVar(&u.typ, "type", string(data.UserRegular), "regular, crew or admin")
+}
+
+// userUsage is the usage of user create, with its flags.
+func userUsage(getenv func(string) string) string {
+	var b strings.Builder
+	var u userFlags
+	parseConfig("tidings user create", []string{"-h"}, getenv, &b, u.define)
+	return b.String()
 }
 
 // maxPasswordLine bounds what readPassword reads: longer than any password accepted.

@@ -91,13 +91,13 @@ export class Server {
     return stdout;
   }
 
-  /** Starts the node and waits for its "tidings listening on" line. */
+  /** Starts the node and waits for the log line that says it is ready (`msg=ready url=…`, on standard error). */
   async start() {
     await mkdir(artifacts, { recursive: true });
     const log = createWriteStream(path.join(artifacts, `${this.name}-server-${++this.starts}.log`));
     const proc = spawn(this.bin, ['serve'], { env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
-    proc.stderr.pipe(log);
+    proc.stdout.pipe(log);
     await new Promise((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => fail(new Error(`${this.name}: no "listening" line within 60 s:\n${out}`)), 60_000);
@@ -106,10 +106,10 @@ export class Server {
         reject(err);
       };
       proc.once('exit', (code) => fail(new Error(`${this.name}: tidings serve exited with ${code} before listening:\n${out}`)));
-      proc.stdout.on('data', (chunk) => {
+      proc.stderr.on('data', (chunk) => {
         out += chunk;
         log.write(chunk);
-        const m = /tidings listening on (http:\/\/\S+)/.exec(out);
+        const m = / msg=ready url=(http:\/\/\S+)/.exec(out);
         if (m) {
           clearTimeout(timer);
           resolve(m[1]);
