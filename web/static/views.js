@@ -206,7 +206,9 @@ export class View {
 
   /** @param {ApiAccount} account */
   #signedIn(account) {
-    this.messagesList = el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', tabindex: 0, 'aria-label': 'Messages, oldest first' });
+    // A list, not a live region: rows are re-ordered, renamed and refetched, which nobody
+    // should hear; new messages are announced by a hidden live region after it (announce).
+    this.messagesList = el('ol', { id: 'messages', class: 'messages', tabindex: 0, 'aria-label': 'Messages, oldest first' });
     const text = /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
       placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' }));
     const composer = /** @type {HTMLFormElement} */ (el('form', { id: 'composer', class: 'composer', autocomplete: 'off' },
@@ -261,7 +263,7 @@ export class View {
 
     return [el('div', { class: 'layout' },
       el('section', { class: 'card feed', 'aria-labelledby': 'feed-title' },
-        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, this.typingLine, composer),
+        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, announcer(), this.typingLine, composer),
       el('aside', { class: 'card people', 'aria-labelledby': 'people-title' },
         el('h2', { id: 'people-title' }, 'People ', this.peopleCount), this.usersList, rename))];
   }
@@ -310,6 +312,19 @@ export class View {
     const line = this.typingLine;
     if (!line || line.textContent === text) return;
     line.textContent = text;
+  }
+
+  /**
+   * Announces a new message from someone else to screen readers, politely: a line added to the
+   * visually hidden live region, which keeps the last few.
+   * @param {string} from @param {string} text
+   */
+  announce(from, text) {
+    const region = document.getElementById('announcer');
+    if (!region) return;
+    const short = text.length > 300 ? `${text.slice(0, 300)}…` : text;
+    region.append(el('p', { text: `${from}: ${short}` }));
+    while (region.childElementCount > 5) region.firstElementChild?.remove();
   }
 
   /** @param {ApiUser[]} users @param {ApiAccount|null} account @param {ReadonlySet<number>} online */
@@ -421,6 +436,11 @@ export class View {
       el('span', { class: 'online-label visually-hidden' }), ' ', el('span', { class: 'badge' }),
       me && el('span', { class: 'you', text: 'you' }), controls, rowStatus);
   }
+}
+
+/** The polite live region that announces new messages, as web/static/page.html renders it. */
+function announcer() {
+  return el('div', { id: 'announcer', class: 'visually-hidden', role: 'log', 'aria-live': 'polite' });
 }
 
 /** The line that says who is typing, as web/static/page.html renders it. */
