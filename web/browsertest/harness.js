@@ -171,12 +171,13 @@ export function launchBrowser() {
 
 /**
  * A browser context (its own cookie jar) with a page on the server's front page. Uncaught page
- * errors are collected in page.errors.
+ * errors are collected in page.errors. Other options are the context's (e.g. bypassCSP, which
+ * the accessibility tests need to inject axe-core as an inline script).
  * @param {import('playwright-core').Browser} browser
  * @param {Server} server
  */
-export async function openPage(browser, server, { width = 1100, height = 760 } = {}) {
-  const context = await browser.newContext({ baseURL: server.url, viewport: { width, height }, colorScheme: 'light' });
+export async function openPage(browser, server, { width = 1100, height = 760, ...options } = {}) {
+  const context = await browser.newContext({ baseURL: server.url, viewport: { width, height }, colorScheme: 'light', ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(timeout);
   page.errors = [];
