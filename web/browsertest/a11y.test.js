@@ -99,10 +99,11 @@ async function tabTo(p, selector, back = false) {
 }
 
 /**
- * Signs in with the keyboard alone: the skip link, the sign-in form's fields, Enter.
+ * Signs in with the keyboard alone: the skip link, the sign-in form's fields, Enter (in the
+ * password field, or on the Sign in button, which is disabled while the request runs).
  * @param {import('playwright-core').Page} p @param {string} name @param {string} password
  */
-async function keyboardSignIn(p, name, password) {
+async function keyboardSignIn(p, name, password, onButton = false) {
   await p.keyboard.press('Tab');
   await assertFocus(p, 'a.skip', 'the first Tab');
   await p.keyboard.press('Enter'); // to the main content
@@ -111,6 +112,10 @@ async function keyboardSignIn(p, name, password) {
   await p.keyboard.press('Tab');
   await assertFocus(p, '#sign-in-password', 'Tab from the name');
   await p.keyboard.type(password);
+  if (onButton) {
+    await p.keyboard.press('Tab');
+    await assertFocus(p, '#sign-in button[type=submit]', 'Tab from the password');
+  }
   await p.keyboard.press('Enter');
   await p.locator('#account .account-name', { hasText: name }).waitFor();
   await live(p);
@@ -197,7 +202,7 @@ test("keyboard only: an admin changes a user's type; focus stays on the row's co
   dave = await page();
   await keyboardSignIn(dave, 'dave', 'password-dave');
   root = await page();
-  await keyboardSignIn(root, 'root', 'root-password');
+  await keyboardSignIn(root, 'root', 'root-password', true);
   await assertFocus(root, '#composer-text', 'after the admin signed in');
   await assertAccessible(root, 'admin');
 
@@ -256,6 +261,14 @@ test('reconnecting: the header passes axe, and its button does not take focus wi
   await server.start();
   await live(bob);
   await assertFocus(bob, '#composer-text', 'after the connection came back');
+});
+
+test('keyboard only: sign out; focus lands on the sign-in form', async () => {
+  await live(root);
+  await tabTo(root, '[data-action=sign-out]', true);
+  await root.keyboard.press('Enter');
+  await root.locator('#sign-in').waitFor();
+  await assertFocus(root, '#sign-in-name', 'after signing out');
 });
 
 test('offline: the header passes axe, and its button is reached with the keyboard', async () => {
