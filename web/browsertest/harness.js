@@ -76,13 +76,13 @@ export class Server {
     this.starts = 0;
   }
 
-  /** Runs `tidings ARGS` (e.g. migrate) on the same data directory; the node must be down. */
+  /** Runs `tidings ARGS` (e.g. migrate) on the same data directory; while the node runs, it uses the node's cluster. */
   async cli(...args) {
     const { stdout } = await run(this.bin, args, { env: this.env, timeout: 60_000 });
     return stdout;
   }
 
-  /** Makes a user with `tidings user create`, the password on standard input; the node must be down. */
+  /** Makes a user with `tidings user create`, the password on standard input; it works while the node runs. */
   async createUser(name, password, type = 'regular') {
     const args = ['user', 'create', '--name', name, '--password-file', '-', '--type', type];
     const p = run(this.bin, args, { env: this.env, timeout: 60_000 });
@@ -171,12 +171,13 @@ export function launchBrowser() {
 
 /**
  * A browser context (its own cookie jar) with a page on the server's front page. Uncaught page
- * errors are collected in page.errors.
+ * errors are collected in page.errors. Other options are the context's (e.g. bypassCSP, which
+ * the accessibility tests need to inject axe-core as an inline script).
  * @param {import('playwright-core').Browser} browser
  * @param {Server} server
  */
-export async function openPage(browser, server, { width = 1100, height = 760 } = {}) {
-  const context = await browser.newContext({ baseURL: server.url, viewport: { width, height }, colorScheme: 'light' });
+export async function openPage(browser, server, { width = 1100, height = 760, ...options } = {}) {
+  const context = await browser.newContext({ baseURL: server.url, viewport: { width, height }, colorScheme: 'light', ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(timeout);
   page.errors = [];

@@ -6,7 +6,7 @@
 import { PresenceStore, Tidings, UsersStore } from '../client/tidings.js';
 import { fetchPageState, readState } from './pagestate.js';
 import { TypingSender, TypingStore, typingText } from './presence.js';
-import { MessagesStore, SessionStore, toMessages } from './stores.js';
+import { MessagesStore, SessionStore, toMessage, toMessages } from './stores.js';
 import { View } from './views.js';
 
 /**
@@ -128,7 +128,11 @@ client.on('event', (f) => {
   if (type === 'user-update' && d?.id === me.id) applyAccountChange(d);
   else if (type === 'user-delete') typing.stop(d?.id);
   else if (type === 'message') {
-    messages.apply(f);
+    // A new message from someone else is announced (the viewer's own says "Sent").
+    if (messages.apply(f) && d?.userId !== me.id) {
+      const m = toMessage(f);
+      if (m) view.announce(nameOf(m.userId) ?? m.userName, m.text);
+    }
     typing.stop(d?.userId); // their message is here: they are done typing it
   }
 });

@@ -100,6 +100,19 @@ export class View {
     /** @type {WeakMap<Element, string>} each user row's shape: whether it has admin controls, and is the viewer's */
     this.rowShapes = new WeakMap();
     /** @type {string|null} */ this.connProblem = null;
+    /** @type {string|null} the banner's text as drawn */ this.bannerText = null;
+    /**
+     * The element that had focus last, also after disabling it sent focus to <body> (a button
+     * while its request runs); null when focus was taken elsewhere or left on purpose.
+     * @type {HTMLElement|null}
+     */
+    this.lastFocus = null;
+    document.addEventListener('focusin', (ev) => {
+      this.lastFocus = /** @type {HTMLElement} */ (ev.target);
+    });
+    document.addEventListener('focusout', (ev) => {
+      if (!ev.relatedTarget && isFocusable(/** @type {HTMLElement} */ (ev.target))) this.lastFocus = null;
+    });
   }
 
   /** @param {ConnState} state @param {ConnDetail} detail */
@@ -113,9 +126,13 @@ export class View {
       text = `Reconnecting in ${Math.ceil(detail.retryIn / 1000)} s…`;
     }
     label.textContent = text;
-    this.conn.querySelector('button')?.remove();
+    // The button stays while it is wanted (so that focus on it stays too), and focus moves on
+    // when it goes.
+    const button = this.conn.querySelector('button');
     if (state === 'offline' || (state === 'reconnecting' && (detail.retryIn ?? 0) >= 1000)) {
-      this.conn.append(el('button', { type: 'button', class: 'link', text: 'Reconnect now', onclick: () => this.actions.reconnect() }));
+      if (!button) this.conn.append(el('button', { type: 'button', class: 'link', text: 'Reconnect now', onclick: () => this.actions.reconnect() }));
+    } else if (button) {
+      this.#keepFocus(() => button.remove());
     }
     this.connProblem = detail.fatal ? closeSentence(detail.code) : null;
   }
@@ -125,23 +142,27 @@ export class View {
     const account = s.session?.account ?? null;
     document.body.dataset.sessionId = s.session ? String(s.session.id) : '';
     document.body.dataset.accountType = account?.type ?? '';
-    this.#renderAccount(account);
-    this.#renderBanner(s);
     const mode = account ? 'signed-in' : 'anonymous';
-    if (mode !== this.mode) {
-      // The first render takes over the screen the server rendered, when it is this one, with
-      // what the person typed into it before the scripts ran.
-      const adopt = this.mode === null;
-      this.mode = mode;
-      this.shownName = account?.name ?? null;
-      const fresh = account ? this.#signedIn(account, adopt) : this.#anonymous(adopt);
-      if (fresh) this.main.replaceChildren(...fresh);
-    } else if (account && account.name !== this.shownName) {
-      // Renamed (here or elsewhere): the rename box shows the new name, unless it is being edited.
-      this.shownName = account.name;
-      const input = /** @type {HTMLInputElement|null} */ (this.main.querySelector('#rename-name'));
-      if (input && document.activeElement !== input) input.value = account.name;
-    }
+    // A new screen (signed in, signed out) or the sign-out button's going takes focus with it:
+    // it moves to the new screen's first field.
+    this.#keepFocus(() => {
+      this.#renderAccount(account);
+      this.#renderBanner(s);
+      if (mode !== this.mode) {
+        // The first render takes over the screen the server rendered, when it is this one, with
+        // what the person typed into it before the scripts ran.
+        const adopt = this.mode === null;
+        this.mode = mode;
+        this.shownName = account?.name ?? null;
+        const fresh = account ? this.#signedIn(account, adopt) : this.#anonymous(adopt);
+        if (fresh) this.main.replaceChildren(...fresh);
+      } else if (account && account.name !== this.shownName) {
+        // Renamed (here or elsewhere): the rename box shows the new name, unless it is being edited.
+        this.shownName = account.name;
+        const input = /** @type {HTMLInputElement|null} */ (this.main.querySelector('#rename-name'));
+        if (input && document.activeElement !== input) input.value = account.name;
+      }
+    });
   }
 
   /** @param {ApiAccount|null} account */
@@ -153,7 +174,7 @@ export class View {
     this.account.replaceChildren(
       el('span', { class: 'who' }, 'Signed in as ', el('strong', { class: 'account-name', text: account.name }), ' ',
         el('span', { class: 'badge', 'data-type': account.type, text: account.type })),
-      el('button', { type: 'button', class: 'secondary', text: 'Sign out', onclick: () => this.actions.signOut().catch((err) => {
+      el('button', { type: 'button', class: 'secondary', 'data-action': 'sign-out', text: 'Sign out', onclick: () => this.actions.signOut().catch((err) => {
         this.account.querySelector('.status')?.remove();
         this.account.append(el('span', { class: 'status error', role: 'status', text: humanError(err, 'sign-out') }));
       }) }),
@@ -171,10 +192,14 @@ export class View {
       this.banner.hidden = true;
       this.banner.replaceChildren();
       delete this.banner.dataset.kind;
+      this.bannerText = null;
       return;
     }
     this.banner.dataset.kind = s.ended ?? (this.connProblem ? 'connection' : 'rights');
     this.banner.className = `banner ${msg[0]}`;
+    // The same notice is not drawn again: its Dismiss button keeps focus, and it is not read out twice.
+    if (this.bannerText === msg.join('\n') && !this.banner.hidden) return;
+    this.bannerText = msg.join('\n');
     this.banner.replaceChildren(
       el('p', {}, el('strong', { text: msg[1] }), ` ${msg[2]}`),
       el('button', { type: 'button', class: 'link', text: 'Dismiss', 'aria-label': 'Dismiss this notice', onclick: () => this.actions.dismiss() }),
@@ -184,7 +209,38 @@ export class View {
 
   /** Shows a refused connection in the banner. @param {SessionState} s */
   refreshBanner(s) {
-    this.#renderBanner(s);
+    this.#keepFocus(() => this.#renderBanner(s));
+  }
+
+  /** The focused element, or the one that lost focus by being disabled. @returns {HTMLElement|null} */
+  #focused() {
+    const e = document.activeElement;
+    return e && e !== document.body ? /** @type {HTMLElement} */ (e) : this.lastFocus;
+  }
+
+  /**
+   * Runs a render; if it took away the focused element (removed, hidden or disabled it), puts
+   * focus on its successor (the element with the same id, or the same data-action when only
+   * one has it) or else on the screen's first field, so that focus is never lost to <body>.
+   * @param {() => void} render
+   * @param {() => HTMLElement|null|undefined} [fallback] where focus goes when the element has no successor
+   */
+  #keepFocus(render, fallback) {
+    const had = this.#focused();
+    render();
+    if (!had || isFocusable(had)) return;
+    const now = document.activeElement;
+    if (now && now !== document.body && now !== had) return; // it went somewhere already
+    const action = had.dataset?.action;
+    const same = action ? document.querySelectorAll(`[data-action="${CSS.escape(action)}"]`) : [];
+    const next = [
+      had.id ? document.getElementById(had.id) : null,
+      same.length === 1 ? /** @type {HTMLElement} */ (same[0]) : null,
+      fallback?.(),
+      document.getElementById('composer-text'),
+      document.getElementById('sign-in-name'),
+    ].find((e) => e && isFocusable(e));
+    next?.focus();
   }
 
   /** @param {boolean} adopt take the server's forms, when they are there @returns {HTMLElement[]|null} null: adopted */
@@ -217,6 +273,7 @@ export class View {
         } catch (err) {
           status(f, humanError(err, creating ? 'register' : 'sign-in'), 'error');
           button.disabled = false;
+          if (this.lastFocus === button && document.activeElement === document.body) button.focus(); // disabled, it had lost focus
         }
       });
       return f;
@@ -246,7 +303,9 @@ export class View {
       return e;
     };
     const listAttrs = { tabindex: 0, 'aria-label': 'Messages, oldest first' };
-    this.messagesList = take('#messages', listAttrs, () => el('ol', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite', ...listAttrs }));
+    // A list, not a live region: rows are re-ordered, renamed and refetched, which nobody
+    // should hear; new messages are announced by a hidden live region after it (announce).
+    this.messagesList = take('#messages', listAttrs, () => el('ol', { id: 'messages', class: 'messages', ...listAttrs }));
     const text = take('#composer-text', {}, () => /** @type {HTMLTextAreaElement} */ (el('textarea', { id: 'composer-text', name: 'text', rows: 2, maxlength: 4000, required: true,
       placeholder: 'Write a message (Enter sends, Shift+Enter for a new line)' })));
     const composer = take('#composer', {}, () => /** @type {HTMLFormElement} */ (el('form', { id: 'composer', method: 'post', action: '/', class: 'composer', autocomplete: 'off' },
@@ -316,7 +375,7 @@ export class View {
     if (server) return null;
     return [el('div', { class: 'layout' },
       el('section', { class: 'card feed', 'aria-labelledby': 'feed-title' },
-        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, this.typingLine, composer),
+        el('h2', { id: 'feed-title', text: 'Messages' }), this.messagesList, announcer(), this.typingLine, composer),
       el('aside', { class: 'card people', 'aria-labelledby': 'people-title' },
         el('h2', { id: 'people-title' }, 'People ', this.peopleCount), this.usersList, rename))];
   }
@@ -386,8 +445,44 @@ export class View {
     line.textContent = text;
   }
 
-  /** @param {ApiUser[]} users @param {ApiAccount|null} account @param {ReadonlySet<number>} online */
+  /**
+   * Announces a new message from someone else to screen readers, politely: a line added to the
+   * visually hidden live region, which keeps the last few.
+   * @param {string} from @param {string} text
+   */
+  announce(from, text) {
+    const region = document.getElementById('announcer');
+    if (!region) return;
+    const short = text.length > 300 ? `${text.slice(0, 300)}…` : text;
+    region.append(el('p', { text: `${from}: ${short}` }));
+    while (region.childElementCount > 5) region.firstElementChild?.remove();
+  }
+
+  /**
+   * Draws the People list. A control that goes with its row (deleted, or redrawn for new
+   * rights) or is hidden (Save, once saved) passes focus to the same row's first control, else
+   * to the row now in its place or the one before it, else to the name field.
+   * @param {ApiUser[]} users @param {ApiAccount|null} account @param {ReadonlySet<number>} online
+   */
   renderUsers(users, account, online) {
+    const list = this.usersList;
+    if (!list) return;
+    const had = this.#focused();
+    const row = /** @type {HTMLElement|null} */ (had && list.contains(had) ? had.closest('li') : null);
+    const at = row ? [...list.children].indexOf(row) : -1;
+    this.#keepFocus(() => this.#renderUsers(users, account, online), () => {
+      if (!row) return null;
+      const rows = [list.querySelector(`li[data-id="${row.dataset.id}"]`), list.children[at], list.children[at - 1]];
+      for (const li of rows) {
+        const c = [...(li?.querySelectorAll('select, button') ?? [])].find((e) => isFocusable(/** @type {HTMLElement} */ (e)));
+        if (c) return /** @type {HTMLElement} */ (c);
+      }
+      return document.getElementById('rename-name');
+    });
+  }
+
+  /** @param {ApiUser[]} users @param {ApiAccount|null} account @param {ReadonlySet<number>} online */
+  #renderUsers(users, account, online) {
     const list = this.usersList;
     if (!list || !this.peopleCount) return;
     this.peopleCount.textContent = String(users.length);
@@ -420,7 +515,7 @@ export class View {
         save.setAttribute('aria-label', `Save the type of ${u.name}`);
       }
       const del = li.querySelector('[data-action=delete]');
-      if (del) del.setAttribute('aria-label', `Delete ${u.name}`);
+      if (del) del.setAttribute('aria-label', del.classList.contains('armed') ? `Confirm: delete ${u.name}` : `Delete ${u.name}`);
       if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
     });
     for (const li of rows.values()) li.remove();
@@ -452,7 +547,9 @@ export class View {
         say('Saving…', '');
         try {
           await this.actions.setType(u.id, select.value);
-          save.hidden = true;
+          this.#keepFocus(() => {
+            save.hidden = true;
+          }, () => select);
           say('Saved.', 'ok');
         } catch (err) {
           say(humanError(err, 'type'), 'error');
@@ -464,14 +561,20 @@ export class View {
       if (!me) {
         let armed = /** @type {any} */ (null);
         const del = el('button', { type: 'button', class: 'danger', 'data-action': 'delete', text: 'Delete' });
+        const name = () => del.closest('li')?.querySelector('.name')?.textContent ?? u.name;
         del.addEventListener('click', async () => {
           if (!armed) {
+            // The button's name and the row's status say what a second press does.
             del.textContent = 'Confirm delete';
             del.classList.add('armed');
+            del.setAttribute('aria-label', `Confirm: delete ${name()}`);
+            say(`Press Confirm delete within 5 seconds to delete ${name()}.`, '');
             armed = setTimeout(() => {
               armed = null;
               del.textContent = 'Delete';
               del.classList.remove('armed');
+              del.setAttribute('aria-label', `Delete ${name()}`);
+              say('', '');
             }, 5000);
             return;
           }
@@ -483,6 +586,7 @@ export class View {
           } catch (err) {
             del.textContent = 'Delete';
             del.classList.remove('armed');
+            del.setAttribute('aria-label', `Delete ${name()}`);
             say(humanError(err, 'delete'), 'error');
           }
         });
@@ -495,6 +599,11 @@ export class View {
       el('span', { class: 'online-label visually-hidden' }), ' ', el('span', { class: 'badge' }),
       me && el('span', { class: 'you', text: 'you' }), controls, rowStatus);
   }
+}
+
+/** The polite live region that announces new messages, as web/static/page.html renders it. */
+function announcer() {
+  return el('div', { id: 'announcer', class: 'visually-hidden', role: 'log', 'aria-live': 'polite' });
 }
 
 /** The line that says who is typing, as web/static/page.html renders it. */
@@ -513,4 +622,12 @@ function setPresence(li, on) {
   li.dataset.online = value;
   const label = /** @type {HTMLElement} */ (li.querySelector('.online-label'));
   label.textContent = on ? 'online' : 'offline';
+}
+
+/**
+ * Whether focus can stay on e: it is in the page, shown, and not disabled.
+ * @param {HTMLElement} e
+ */
+function isFocusable(e) {
+  return e.isConnected && e.getClientRects().length > 0 && !(/** @type {any} */ (e).disabled) && !e.closest('[hidden], [inert]');
 }
