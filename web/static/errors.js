@@ -74,6 +74,7 @@ export const errorSentences = {
   'invalid-audience': mismatch,
   'too-many-streams': 'Too many pages of tidings are open here. Close some and try again.',
   'database-unreachable': `The server cannot reach its database. ${tryAgain}`,
+  starting: `The server is starting. ${tryAgain}`,
   'listener-down': `The server is not ready. ${tryAgain}`,
   'event-log-stalled': `The server is not ready. ${tryAgain}`,
   'forbidden-origin': 'This page is not allowed to talk to the server from where it was opened.',
