@@ -2,6 +2,7 @@ package data
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -99,6 +100,32 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, files fs.FS, log *slog.Log
 		}
 	}
 	log.Info("migrations done", "applied", len(pending), "total", len(all), "elapsed", time.Since(start).Round(time.Millisecond))
+	return checkSchemaNeeds(ctx, conn, all)
+}
+
+// ErrSchemaTooNew means the database's schema was contracted by a newer release than this
+// binary: it no longer holds something this release uses.
+var ErrSchemaTooNew = errors.New("the schema is too new for this release")
+
+// checkSchemaNeeds refuses a schema whose tidings_schema.needs_migration (migration 0009) is a
+// migration this binary does not have: a newer release removed something that this one uses.
+// A schema with newer migrations that only expand it is fine (a rolling upgrade).
+func checkSchemaNeeds(ctx context.Context, conn *pgxpool.Conn, known []migration) error {
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('tidings_schema') IS NOT NULL").Scan(&exists); err != nil {
+		return fmt.Errorf("migrate: look for tidings_schema: %w", err)
+	}
+	if !exists || len(known) == 0 {
+		return nil // migrations without 0009 (tests of the runner itself)
+	}
+	var needs int
+	if err := conn.QueryRow(ctx, "SELECT needs_migration FROM tidings_schema").Scan(&needs); err != nil {
+		return fmt.Errorf("migrate: read tidings_schema: %w", err)
+	}
+	if latest := known[len(known)-1].version; needs > latest {
+		return fmt.Errorf("migrate: %w: it needs a tidings that has migration %04d, and this one has up to %04d; "+
+			"run the release that applied it (docs/operations.md, Upgrading)", ErrSchemaTooNew, needs, latest)
+	}
 	return nil
 }
 

@@ -164,6 +164,7 @@ func TestDocumentedRoles(t *testing.T) {
 		`TRUNCATE events`,
 		`INSERT INTO tidings_migrations (version, name) VALUES (9999, 'forged')`,
 		`DELETE FROM tidings_migrations`,
+		`UPDATE tidings_schema SET needs_migration = 0`,
 		`CREATE TEMP TABLE forged (id int)`,
 		`CREATE ROLE forged`,
 		`GRANT tidings_publisher TO ` + node,
