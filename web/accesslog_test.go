@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +17,20 @@ import (
 	"tidings/web"
 )
 
-// lockedBuffer is a log destination that the server's goroutines may write concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+// String returns the logs written so far.
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // lines returns the JSON log lines written so far.
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
+func (l *logBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -57,7 +50,7 @@ func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
 func TestAccessLog(t *testing.T) {
 	t.Parallel()
 	s := newServer(t, serverOptions{web: web.Config{BodyTimeout: 300 * time.Millisecond}})
-	var logs lockedBuffer
+	var logs logBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	ts := httptest.NewServer(web.AccessLog(s.handler, log, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}))
 	defer ts.Close()
@@ -100,7 +93,7 @@ func TestAccessLog(t *testing.T) {
 
 	lines := logs.lines(t)
 	if len(lines) != 4 {
-		t.Fatalf("got %d access lines, want 4:\n%s", len(lines), logs.buf.String())
+		t.Fatalf("got %d access lines, want 4:\n%s", len(lines), logs.String())
 	}
 	for _, l := range lines {
 		if l["msg"] != "request" || l["level"] != "INFO" || l["durationMs"] == nil || l["requestId"] == "" || l["bytes"] == nil {
@@ -121,7 +114,7 @@ func TestAccessLog(t *testing.T) {
 	if lines[3]["method"] != "POST" || lines[3]["status"] != float64(408) {
 		t.Errorf("slow body line: got %v, want POST 408", lines[3])
 	}
-	if all := logs.buf.String(); strings.Contains(all, "secret-in-query") || strings.Contains(all, "x=1") {
+	if all := logs.String(); strings.Contains(all, "secret-in-query") || strings.Contains(all, "x=1") {
 		t.Errorf("the query string reached the log:\n%s", all)
 	}
 }
