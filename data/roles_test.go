@@ -6,12 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"io/fs"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -186,18 +184,7 @@ func TestDocumentedRoles(t *testing.T) {
 	}
 
 	// A node of a newer release, started before the owner migrated: it applies nothing.
-	newer := fstest.MapFS{"9999_forged.sql": {Data: []byte("CREATE TABLE forged (id int);")}}
-	files, err := fs.Glob(migrations.FS, "*.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range files {
-		body, err := fs.ReadFile(migrations.FS, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		newer[name] = &fstest.MapFile{Data: body}
-	}
+	newer := releaseWith(t, "9999_forged.sql", "CREATE TABLE forged (id int);")
 	if err := data.Migrate(ctx, nodePool, newer, nil); err == nil || !strings.Contains(err.Error(), "9999_forged") {
 		t.Errorf("a pending migration applied as the node role: got %v, want an error naming it", err)
 	}
