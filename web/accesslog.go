@@ -26,11 +26,11 @@ func AccessLog(next http.Handler, log *slog.Logger, trusted []netip.Prefix) http
 		defer func() {
 			path := r.URL.Path
 			if len(path) > maxLoggedPath {
-				path = path[:maxLoggedPath]
-				for !utf8.ValidString(path) { // do not cut a character in two
-					path = path[:len(path)-1]
+				cut := maxLoggedPath // at a character's first byte, not in the middle of one
+				for cut > maxLoggedPath-utf8.UTFMax && !utf8.RuneStart(path[cut]) {
+					cut--
 				}
-				path += "…"
+				path = path[:cut] + "…"
 			}
 			status := rec.status
 			if status == 0 {
