@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { assertAccessible } from './axe.js';
-import { launchBrowser, live, openPage, register, screenshot, startServer, timeout, until, userRow } from './harness.js';
+import { PageSet, launchBrowser, live, openPage, register, screenshot, startServer, timeout, until, userRow } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
 let server;
@@ -25,7 +25,7 @@ let bob;
 let root;
 /** @type {import('playwright-core').Page} */
 let dave;
-const pages = [];
+const pages = new PageSet();
 
 before(async () => {
   [{ server, cleanup }, theft, expiry] = await Promise.all([
@@ -47,7 +47,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');
+  pages.assertNoErrors();
   await browser?.close();
   await Promise.all([cleanup?.(), theft?.cleanup(), expiry?.cleanup()]);
 });
@@ -55,7 +55,7 @@ after(async () => {
 /** A page whose context lets axe-core be injected as an inline script. */
 async function page(on = server) {
   const p = await openPage(browser, on, { bypassCSP: true });
-  pages.push(p);
+  pages.keep(p);
   return p;
 }
 

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  launchBrowser, live, openPage, register, screenshot, signIn, startServer, timeout, userRow,
+  PageSet, launchBrowser, live, openPage, register, screenshot, signIn, startServer, timeout, userRow,
 } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
@@ -18,7 +18,7 @@ let alice;
 let bob;
 /** @type {import('playwright-core').Page} */
 let root;
-const pages = [];
+const pages = new PageSet();
 
 before(async () => {
   ({ server, cleanup } = await startServer('app', {
@@ -28,14 +28,14 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');
+  pages.assertNoErrors();
   await browser?.close();
   await cleanup?.();
 });
 
 async function page(opts) {
   const p = await openPage(browser, server, opts);
-  pages.push(p);
+  pages.keep(p);
   return p;
 }
 

@@ -2,6 +2,7 @@
 // data directory, and Debian's Chromium driven by playwright-core. Every wait is a bounded
 // poll; everything started here is stopped by its pid or closed.
 
+import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
@@ -191,6 +192,26 @@ export async function openPage(browser, server, { width = 1100, height = 760, ..
   await page.goto('/');
   await live(page);
   return page;
+}
+
+/**
+ * The pages a test file opened, whose errors (uncaught, or logged to the console) it checks
+ * when it ends: keep each page, then call assertNoErrors in after().
+ */
+export class PageSet {
+  /** @type {any[]} */
+  #pages = [];
+
+  /** Keeps page, and returns it. */
+  keep(page) {
+    this.#pages.push(page);
+    return page;
+  }
+
+  /** Fails if any kept page had an error. */
+  assertNoErrors() {
+    for (const p of this.#pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');
+  }
 }
 
 /** Waits until the page's stream is live. */

@@ -7,14 +7,14 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { launchBrowser, repoRoot, startServer, timeout } from './harness.js';
+import { PageSet, launchBrowser, repoRoot, startServer, timeout } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
 let server;
 let cleanup;
 /** @type {import('playwright-core').Browser} */
 let browser;
-const pages = [];
+const pages = new PageSet();
 
 before(async () => {
   ({ server, cleanup } = await startServer('library'));
@@ -22,7 +22,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');
+  pages.assertNoErrors();
   await browser?.close();
   await cleanup?.();
 });
@@ -63,7 +63,7 @@ async function libraryPage(route) {
   page.setDefaultTimeout(timeout);
   page.errors = [];
   page.on('pageerror', (err) => page.errors.push(err));
-  pages.push(page);
+  pages.keep(page);
   page.streams = [];
   page.on('websocket', (ws) => page.streams.push(ws.url()));
   await page.goto('/healthz');
@@ -359,7 +359,7 @@ test("the guide's page (docs/clients.md) shows the stream's events, as written t
   page.setDefaultTimeout(timeout);
   page.errors = [];
   page.on('pageerror', (err) => page.errors.push(err));
-  pages.push(page);
+  pages.keep(page);
   await page.goto('/healthz'); // a document of the node's origin, written over with the guide's
   await page.setContent(html);
   await page.locator('#state', { hasText: /^live$/ }).waitFor();

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  launchBrowser, openPage, recordFrames, register, screenshot, signIn, startServer, timeout, until, userIds, userRow,
+  PageSet, launchBrowser, openPage, recordFrames, register, screenshot, signIn, startServer, timeout, until, userIds, userRow,
 } from './harness.js';
 
 const grace = 1000;
@@ -24,7 +24,7 @@ let ids;
 /** alice's and bob's stream frames */
 let aliceFrames;
 let bobFrames;
-const pages = [];
+const pages = new PageSet();
 
 before(async () => {
   ({ server, cleanup } = await startServer('presence', { env: { TIDINGS_PRESENCE_GRACE: `${grace}ms` } }));
@@ -32,14 +32,14 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');
+  pages.assertNoErrors();
   await browser?.close();
   await cleanup?.();
 });
 
 async function page() {
   const p = await openPage(browser, server);
-  pages.push(p);
+  pages.keep(p);
   return p;
 }
 
@@ -151,7 +151,7 @@ test('a new page shows who is online from its first paint: the server renders wh
   tab.setDefaultTimeout(timeout);
   tab.errors = [];
   tab.on('pageerror', (err) => tab.errors.push(err));
-  pages.push(tab);
+  pages.keep(tab);
   const tabFrames = recordFrames(tab);
   await tab.addInitScript(() => {
     /** A canonical form of an element: attributes sorted, whitespace between list items dropped. @param {Node} n @returns {string} */
@@ -293,7 +293,7 @@ test("the page ignores frames it does not know, and malformed ones, and a refuse
   dave.setDefaultTimeout(timeout);
   dave.errors = [];
   dave.on('pageerror', (err) => dave.errors.push(err));
-  pages.push(dave);
+  pages.keep(dave);
   await dave.goto('/');
   await register(dave, 'dave');
   const daveId = (await userIds(dave)).dave;

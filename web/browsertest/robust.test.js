@@ -4,14 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, live, openPage, register, startServer, timeout, until } from './harness.js';
+import { PageSet, launchBrowser, live, openPage, register, startServer, timeout, until } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
 let server;
 let cleanup;
 /** @type {import('playwright-core').Browser} */
 let browser;
-const pages = [];
+const pages = new PageSet();
 
 before(async () => {
   ({ server, cleanup } = await startServer('robust'));
@@ -19,7 +19,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const p of pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');
+  pages.assertNoErrors();
   await browser?.close();
   await cleanup?.();
 });
@@ -27,7 +27,7 @@ after(async () => {
 /** A page on the front page, live, whose errors are checked at the end. */
 async function page(opts) {
   const p = await openPage(browser, server, opts);
-  pages.push(p);
+  pages.keep(p);
   return p;
 }
 
@@ -108,7 +108,7 @@ test('hydration keeps the server-rendered page and what was typed before the scr
   const { context, page: p, requests } = await recordedContext();
   p.errors = [];
   p.on('pageerror', (err) => p.errors.push(err));
-  pages.push(p);
+  pages.keep(p);
   const res = await context.request.post('/api/auth/register', { data: { name: 'hydra', password: 'password-hydra' } });
   assert.equal(res.status(), 201);
   await context.request.post('/api/auth/logout');
@@ -175,7 +175,7 @@ async function proxiedContext(opts = {}) {
       p.errors.push(new Error(`console: ${msg.text()}`));
     }
   });
-  pages.push(p);
+  pages.keep(p);
   const proxy = {
     holding: false,
     /** @type {(() => void)[]} */ held: [],
@@ -386,7 +386,7 @@ test("times show in the reader's time zone: the server-rendered ones and the liv
   const { context, page: p } = await recordedContext({ timezoneId, locale: 'en-GB' });
   p.errors = [];
   p.on('pageerror', (err) => p.errors.push(err));
-  pages.push(p);
+  pages.keep(p);
   assert.equal((await context.request.post('/api/auth/register', { data: { name: 'nepali', password: 'password-nepali' } })).status(), 201);
   const held = await holdScript(context);
   await p.goto('/', { waitUntil: 'commit' });
