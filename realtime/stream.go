@@ -399,7 +399,8 @@ func (s *stream) takeControls() [][]byte {
 
 // prove calls OnProven once the client shows that it received the upgrade: a frame read, or
 // the pong to the ping it sends at once. With a token frame, only the pong to a ping sent after
-// it counts. It returns when it has, or when the stream ends, and waits for its ping.
+// it counts. It returns once it has and its ping is over (answered, timed out, or ended with the
+// stream), or when the stream ends.
 func (s *stream) prove(ctx context.Context) {
 	framed := s.framed
 	if s.tokenSent != nil {
@@ -411,16 +412,17 @@ func (s *stream) prove(ctx context.Context) {
 		framed = nil // a frame sent before the client read the token frame proves nothing
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.WriteTimeout)
+	defer cancel()
 	pinged := make(chan struct{})
 	var pingErr error // set before pinged is closed
 	go func() {
 		defer close(pinged)
 		pingErr = s.conn.Ping(pctx)
 	}()
-	defer func() {
-		cancel()
-		<-pinged
-	}()
+	// The ping is not cut short when a frame proves the upgrade first: the websocket library
+	// closes a connection whose write is cancelled midway, and the ping may be being written.
+	// The stream's end still ends it.
+	defer func() { <-pinged }()
 	pong := pinged
 	for {
 		select {
