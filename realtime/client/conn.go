@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -149,7 +150,7 @@ type serverFrame struct {
 }
 
 // presencePrefix starts every presence frame tidings writes.
-var presencePrefix = []byte(`{"type":"presence","online":[`)
+const presencePrefix = `{"type":"presence","online":[`
 
 // knownFrames are the frame types the client acts on; it ignores every other (docs/protocol.md
 // section 2: the protocol grows by adding frame types).
@@ -209,7 +210,7 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 	defer stop()
 	var buf bytes.Buffer // reused for every frame: the frame's fields are copied out of it
 	for {
-		msg, err := readFrame(ws, &buf)
+		msg, err := readFrame(ws, &buf, c.cfg.OnPresence == nil)
 		if err != nil {
 			var ce websocket.CloseError
 			if errors.As(err, &ce) {
@@ -220,8 +221,8 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 			}
 			return -1, "", err
 		}
-		if c.cfg.OnPresence == nil && bytes.HasPrefix(msg, presencePrefix) {
-			continue // who is online, which nobody asked for: not worth decoding 2,000 ids
+		if msg == nil {
+			continue // who is online, which nobody asked for
 		}
 		var f serverFrame
 		if err := decodeFrame(msg, &f); err != nil {
@@ -240,12 +241,29 @@ func (c *Client) connectOnce(ctx context.Context) (code int, reason string, err 
 }
 
 // readFrame reads the next message into buf and returns its bytes, valid until the next call.
-func readFrame(ws *websocket.Conn, buf *bytes.Buffer) ([]byte, error) {
+// With skipPresence, a presence frame is read past without being kept (2,000 ids are 10 KB,
+// which every stream of a reconnect storm would otherwise grow its buffer to hold) and
+// reported as nil bytes.
+func readFrame(ws *websocket.Conn, buf *bytes.Buffer, skipPresence bool) ([]byte, error) {
 	_, r, err := ws.Reader(context.Background())
 	if err != nil {
 		return nil, err
 	}
 	buf.Reset()
+	if skipPresence {
+		var head [len(presencePrefix)]byte
+		n, err := io.ReadFull(r, head[:])
+		if err == nil && string(head[:]) == presencePrefix {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return nil, err
+			}
+			return nil, nil
+		}
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			return nil, err
+		}
+		buf.Write(head[:n])
+	}
 	if _, err := buf.ReadFrom(r); err != nil {
 		return nil, err
 	}

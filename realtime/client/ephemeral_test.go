@@ -104,6 +104,56 @@ func TestEphemeralFramesBetweenEvents(t *testing.T) {
 	}
 }
 
+// TestUnaskedPresenceSkipped: a client without OnPresence reads past presence frames (a large
+// one too) without keeping them, and still decodes every other frame, however short, or
+// however much of the presence frame's start it shares; nothing is lost or repeated.
+func TestUnaskedPresenceSkipped(t *testing.T) {
+	t.Parallel()
+	ev := func(id int) string {
+		return fmt.Sprintf(`{"type":"event","id":%d,"event":{"type":"tick","data":{},"time":"2026-11-26T01:02:03.000Z"}}`, id)
+	}
+	big := []byte(`{"type":"presence","online":[1`)
+	for u := 2; u <= 20000; u++ {
+		big = fmt.Appendf(big, ",%d", u)
+	}
+	big = append(big, "]}"...)
+	url, connections := rawServer(t, func(ctx context.Context, ws *websocket.Conn) {
+		writeFrames(ctx, ws,
+			`{"type":"session","session":null,"notice":null}`,
+			`{"type":"ready","lastEventId":0}`,
+			string(big),
+			ev(1),
+			`{}`,
+			`{"type":"presence","online":[]}`,
+			`{"type":"presence-change","userId":3,"online":true}`,
+			ev(2),
+			`{"type":"presence","onlin":1234}`, // as long as the start, not it
+			`{"type":"presence","online":"x","a":[1]}`, // the start's length, not it
+			`{"type":"signal","from":7,"signal":{"type":"typing","data":{}}}`,
+			ev(3),
+		)
+		ws.Read(ctx)
+	})
+	var mu sync.Mutex
+	var got []string
+	note := func(s string) { mu.Lock(); got = append(got, s); mu.Unlock() }
+	var closes atomic.Int64
+	c := runClient(t, client.Config{URL: url,
+		OnPresenceChange: func(id int64, online bool) { note(fmt.Sprint("change ", id, " ", online)) },
+		OnSignal:         func(s client.Signal) { note(fmt.Sprintf("signal %d %s", s.From, s.Type)) },
+		OnClose:          func(int, string) { closes.Add(1) },
+	})
+	collect(t, c, 0, 3)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"change 3 true", "signal 7 typing"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if n, cl := connections.Load(), closes.Load(); n != 1 || cl != 0 {
+		t.Fatalf("got %d connections and %d closes, want 1 and 0: a frame ended the connection", n, cl)
+	}
+}
+
 // signalPeer answers client frames as a tidings node does: a pong for each ping, nothing for a
 // typing signal with data {}, an error with the ref for any other signal. The error is written
 // only once the ping after it has been read, right before its pong, so that both reach the
