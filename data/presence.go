@@ -291,22 +291,30 @@ type PresenceMark struct {
 	Seq int64
 }
 
-// Marks returns every node whose beat is within reapAfter, with the seq of its last write,
-// ordered by node: one short statement that tells a node whether its view of the others is
-// as new as the tables, without reading their users.
-func (p *Presence) Marks(ctx context.Context, reapAfter time.Duration) ([]PresenceMark, error) {
-	rows, err := p.pool.Query(ctx, `
-		SELECT node, seq FROM presence_nodes
-		WHERE beat >= now() - $1 * interval '1 microsecond'
-		ORDER BY node`, reapAfter.Microseconds())
+// BoundsAndMarks returns where the log stands (as Events.Bounds with no event asked for) and
+// every node whose beat is within reapAfter, with the seq of its last write, ordered by node:
+// one statement, one snapshot, so that a signed-in stream learns where to start and whether
+// its node's view of the others is as new as the tables, without a read of its own.
+func (p *Presence) BoundsAndMarks(ctx context.Context, reapAfter time.Duration) (Bounds, []PresenceMark, error) {
+	var b Bounds
+	var nodes []string
+	var seqs []int64
+	err := p.pool.QueryRow(ctx, `
+		SELECT s.last_id, f.pruned_through, m.nodes, m.seqs
+		FROM event_log_state s, event_log_floor f, LATERAL (
+			SELECT coalesce(array_agg(node ORDER BY node), '{}') AS nodes,
+			       coalesce(array_agg(seq ORDER BY node), '{}') AS seqs
+			FROM presence_nodes
+			WHERE beat >= now() - $1 * interval '1 microsecond') m`,
+		reapAfter.Microseconds()).Scan(&b.Watermark, &b.PrunedThrough, &nodes, &seqs)
 	if err != nil {
-		return nil, fmt.Errorf("read presence marks: %w", err)
+		return b, nil, fmt.Errorf("read the log's bounds and the presence marks: %w", err)
 	}
-	marks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[PresenceMark])
-	if err != nil {
-		return nil, fmt.Errorf("read presence marks: %w", err)
+	marks := make([]PresenceMark, len(nodes))
+	for i := range nodes {
+		marks[i] = PresenceMark{ID: nodes[i], Seq: seqs[i]}
 	}
-	return marks, nil
+	return b, marks, nil
 }
 
 // Online returns the users online on any live node (beat within reapAfter) who still exist,

@@ -296,11 +296,16 @@ func TestPresenceBeatReaps(t *testing.T) {
 	if err != nil || len(nodes) != 1 || nodes[0].ID != "a" {
 		t.Fatalf("nodes alive within 5s before d's beat: got %+v, %v; want a", nodes, err)
 	}
-	// The marks say the same, without the users.
-	if marks, err := p.Marks(ctx, 5*time.Second); err != nil || fmt.Sprint(marks) != "[{a 1}]" {
-		t.Fatalf("marks within 5s before d's beat: got %+v, %v; want [{a 1}]", marks, err)
+	// The marks say the same, without the users, beside the log's bounds.
+	ids, err := data.AppendEvents(ctx, pool, []data.NewEvent{{Type: "note", Data: []byte(`{}`)}, {Type: "note", Data: []byte(`{}`)}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if marks, err := p.Marks(ctx, reapAfter); err != nil || fmt.Sprint(marks) != "[{a 1} {d 1}]" {
+	wm := ids[1]
+	if b, marks, err := p.BoundsAndMarks(ctx, 5*time.Second); err != nil || fmt.Sprint(marks) != "[{a 1}]" || b.Watermark != wm {
+		t.Fatalf("marks within 5s before d's beat: got %+v, %+v, %v; want [{a 1}] at watermark %d", b, marks, err, wm)
+	}
+	if _, marks, err := p.BoundsAndMarks(ctx, reapAfter); err != nil || fmt.Sprint(marks) != "[{a 1} {d 1}]" {
 		t.Fatalf("marks within the reap age: got %+v, %v; want a and d at 1", marks, err)
 	}
 	if _, err := p.Beat(ctx, "d", reapAfter); err != nil {

@@ -9,8 +9,8 @@ import (
 
 // sharedRead is a read of the database's "now" shared by the streams that open at the same
 // moment, one statement for all of them: a reconnect storm of 10,000 streams costs a few hundred
-// reads, not 10,000. The hub shares the log's bounds through one; presence shares the nodes'
-// marks (presence.go).
+// reads, not 10,000. The hub shares its start state through one: the log's bounds and, with
+// presence, the nodes' marks (hub_reads.go).
 //
 // Sharing must never make an answer older than the caller: a caller may only take the result
 // of a read that started after it arrived, or it could miss a commit it has already seen (a
@@ -51,8 +51,7 @@ func (r *sharedRead[T]) read(ctx context.Context) (T, error) {
 	return r.join().wait(ctx)
 }
 
-// join enters the caller in the next read without waiting for it: a caller that has other
-// work first waits later.
+// join enters the caller in the next read.
 func (r *sharedRead[T]) join() *readCall[T] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -81,16 +80,6 @@ func (c *readCall[T]) wait(ctx context.Context) (T, error) {
 	case <-ctx.Done():
 		var zero T
 		return zero, ctx.Err()
-	}
-}
-
-// answered reports whether the read has its result.
-func (c *readCall[T]) answered() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
 	}
 }
 

@@ -77,10 +77,10 @@ type Hub struct {
 	targets []*Subscription // owned by Run: the subscriptions one advance delivers to
 	out     outPage         // owned by Run: the page one advance delivers
 
-	presence *Presence                // set before Run by NewPresence; nil: no presence or signals
-	accounts accountBuckets           // publish limits shared by each account's streams
-	bounds   *sharedRead[data.Bounds] // the reads of "now" that opening streams share
-	replays  chan struct{}            // a slot per table replay running; capacity TableReplays
+	presence *Presence               // set before Run by NewPresence; nil: no presence or signals
+	accounts accountBuckets          // publish limits shared by each account's streams
+	starts   *sharedRead[startState] // the reads of "now" that opening streams share
+	replays  chan struct{}           // a slot per table replay running; capacity TableReplays
 
 	mu sync.RWMutex
 	// Every event <= head is in the log and was read. Written under mu (with the ring), and
@@ -124,7 +124,7 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 	if cfg.Listener.Logger == nil {
 		cfg.Listener.Logger = log
 	}
-	return &Hub{
+	h := &Hub{
 		store: store,
 		cfg:   cfg,
 		log:   log,
@@ -133,15 +133,14 @@ func NewHub(store Store, cfg HubConfig) *Hub {
 		ring:  make([]*Event, cfg.CacheSize),
 		shard: deliverShard,
 
-		bounds: newSharedRead(cfg.ReadTimeout, func(ctx context.Context) (data.Bounds, error) {
-			return store.Bounds(ctx, 0)
-		}, cfg.Metrics.startRead),
 		replays: make(chan struct{}, cfg.TableReplays),
 		subs:    map[*Subscription]struct{}{},
 
 		bySession: map[int64]map[*Subscription]struct{}{},
 		byUser:    map[int64]map[*Subscription]struct{}{},
 	}
+	h.starts = newSharedRead(cfg.ReadTimeout, h.readStart, cfg.Metrics.startRead)
+	return h
 }
 
 // Run follows the log until ctx ends: it starts at the current watermark (loading up to
@@ -156,7 +155,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Go(func() { h.bounds.run(ctx) })
+	wg.Go(func() { h.starts.run(ctx) })
 	wg.Go(func() {
 		h.store.Listen(ctx, h.cfg.Listener, func(s data.ListenerState) {
 			up := s != data.ListenerDown

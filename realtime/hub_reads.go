@@ -31,6 +31,24 @@ func (h *Hub) readBounds(ctx context.Context, id int64) (data.Bounds, error) {
 	return b, h.readDone(ctx, rctx, err)
 }
 
+// startState is where the database stands for the streams that open at one moment, from one
+// statement: the log's bounds and, on a node with presence, every live node's mark (the view's
+// test in presence.go), so that presence costs a signed-in stream's start no read of its own.
+type startState struct {
+	bounds data.Bounds
+	marks  []data.PresenceMark
+}
+
+// readStart reads the start state for opening streams (the hub's shared read, bounds.go).
+func (h *Hub) readStart(ctx context.Context) (startState, error) {
+	if p := h.presence; p != nil {
+		b, marks, err := p.store.BoundsAndMarks(ctx, p.reapAfter)
+		return startState{bounds: b, marks: marks}, err
+	}
+	b, err := h.store.Bounds(ctx, 0)
+	return startState{bounds: b}, err
+}
+
 // after reads up to limit events after id `after` within ReadTimeout.
 func (h *Hub) after(ctx context.Context, after int64, limit int) ([]data.Event, error) {
 	rctx, cancel := h.readCtx(ctx)

@@ -25,7 +25,7 @@ type PresenceStore interface {
 	Beat(ctx context.Context, node string, reapAfter time.Duration) ([]string, error)
 	Leave(ctx context.Context, node string, reapAfter, linger time.Duration) error
 	Nodes(ctx context.Context, reapAfter time.Duration) ([]data.PresenceNode, error)
-	Marks(ctx context.Context, reapAfter time.Duration) ([]data.PresenceMark, error)
+	BoundsAndMarks(ctx context.Context, reapAfter time.Duration) (data.Bounds, []data.PresenceMark, error)
 	Online(ctx context.Context, reapAfter time.Duration) ([]int64, error)
 	Signal(ctx context.Context, body []byte) error
 	Listen(ctx context.Context, cfg data.ListenerConfig, report func(data.ListenerState, *data.PresenceMessage)) error
@@ -94,8 +94,7 @@ type Presence struct {
 	node      string        // this node's id in the store
 	reapAfter time.Duration // a node without a beat for this long is removed
 	beatEvery time.Duration
-	ready     chan struct{}                    // closed once the node's view was read for the first time
-	marks     *sharedRead[[]data.PresenceMark] // the reads of the nodes' marks that opening streams share
+	ready     chan struct{} // closed once the node's view was read for the first time
 
 	// Lock order: lmu, then mu.
 	lmu       sync.Mutex
@@ -158,9 +157,6 @@ func NewPresence(hub *Hub, store PresenceStore, cfg PresenceConfig) *Presence {
 		ring:      newEphRing(),
 		wasRead:   make(chan struct{}),
 	}
-	p.marks = newSharedRead(cfg.CallTimeout, func(ctx context.Context) ([]data.PresenceMark, error) {
-		return store.Marks(ctx, p.reapAfter)
-	}, nil)
 	hub.presence = p
 	return p
 }
@@ -183,7 +179,6 @@ func (p *Presence) Run(ctx context.Context) error {
 	wg.Go(func() { p.receive(ctx) })
 	wg.Go(func() { p.sendSignals(ctx) })
 	wg.Go(func() { p.runPump(ctx) })
-	wg.Go(func() { p.marks.run(ctx) })
 	p.write(ctx)
 	wg.Wait()
 	lctx, cancel := context.WithTimeout(context.Background(), p.cfg.CallTimeout)
@@ -593,28 +588,15 @@ func (p *Presence) addLocked(f ephFrame) {
 	}
 }
 
-// marksTries is how many reads of the marks a stream's presence frame tries before the stream
-// fails.
-const marksTries = 3
-
 // snapshotAfter returns the presence frame of the view, and the number of the last frame it
 // reflects (a stream sends the frame after ready, then the frames after that number), once the
 // view is at least as new as the tables were at the read of marks, which began after the
-// stream opened. The database decides who is online, not how far this node's listener got: a
-// view behind the tables (a notification late or lost, a node dead by the database's clock but
-// not reaped yet) is read again from them first.
-func (p *Presence) snapshotAfter(ctx context.Context, marks *readCall[[]data.PresenceMark]) ([]byte, int64, error) {
-	m, err := marks.wait(ctx)
-	for try := 1; err != nil && try < marksTries && ctx.Err() == nil; try++ {
-		// A read that failed (a pool drained by a storm's sign-ins, say) is read again rather
-		// than cost the stream: a later read is as new as the caller needs.
-		m, err = p.marks.read(ctx)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("read the presence marks: %w", err)
-	}
+// stream opened (the hub's start read). The database decides who is online, not how far this
+// node's listener got: a view behind the tables (a notification late or lost, a node dead by
+// the database's clock but not reaped yet) is read again from them first.
+func (p *Presence) snapshotAfter(ctx context.Context, marks []data.PresenceMark) ([]byte, int64, error) {
 	p.mu.Lock()
-	if p.coversLocked(m) {
+	if p.coversLocked(marks) {
 		defer p.mu.Unlock()
 		frame, seq := p.snapshotLocked()
 		return frame, seq, nil

@@ -3,7 +3,6 @@ package realtime
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -250,38 +249,37 @@ func TestPresenceFrameFollowsTheTables(t *testing.T) {
 	two.wantChange("501 off")
 }
 
-// failingMarks is a presence store whose first reads of the marks fail.
-type failingMarks struct {
+// countingStarts is a presence store that counts the start reads of streams.
+type countingStarts struct {
 	PresenceStore
-	failures atomic.Int32 // reads left to fail
-	reads    atomic.Int32
+	reads atomic.Int32
 }
 
-func (f *failingMarks) Marks(ctx context.Context, reapAfter time.Duration) ([]data.PresenceMark, error) {
-	f.reads.Add(1)
-	if f.failures.Add(-1) >= 0 {
-		return nil, errors.New("the pool had no connection in time")
-	}
-	return f.PresenceStore.Marks(ctx, reapAfter)
+func (c *countingStarts) BoundsAndMarks(ctx context.Context, reapAfter time.Duration) (data.Bounds, []data.PresenceMark, error) {
+	c.reads.Add(1)
+	return c.PresenceStore.BoundsAndMarks(ctx, reapAfter)
 }
 
-// TestFailedMarksReadIsTriedAgain: a read of the marks that fails (a storm's sign-ins holding
-// every pooled connection past the call timeout) is made again, and the stream gets its
-// presence frame instead of ending.
-func TestFailedMarksReadIsTriedAgain(t *testing.T) {
+// TestPresenceCostsAStartNoRead: a signed-in stream learns where the log stands and every
+// node's mark in one read, shared with the streams that open with it: presence adds no
+// statement to a stream's start (a reconnect storm's opens cost PostgreSQL what they did
+// before presence).
+func TestPresenceCostsAStartNoRead(t *testing.T) {
 	t.Parallel()
 	pool := datatest.NewPool(t)
-	store := &failingMarks{}
+	store := &countingStarts{}
 	a := startPresenceNode(t, pool, PresenceConfig{}, func(s PresenceStore) PresenceStore {
 		store.PresenceStore = s
 		return store
 	})
-	store.failures.Store(marksTries - 1)
-	if _, online := a.open(t, 1); !slices.Equal(online, []int64{1}) {
-		t.Fatalf("presence after failed reads: got %v, want [1]", online)
-	}
-	if n := store.reads.Load(); n != marksTries {
-		t.Fatalf("reads of the marks: got %d, want %d", n, marksTries)
+	for i, user := range []int64{1, 2, 3} {
+		before := store.reads.Load()
+		if _, online := a.open(t, user); !slices.Equal(online, []int64{1, 2, 3}[:i+1]) {
+			t.Fatalf("presence of stream %d: got %v", i+1, online)
+		}
+		if n := store.reads.Load() - before; n != 1 {
+			t.Fatalf("stream %d's start: %d reads of bounds and marks, want 1", i+1, n)
+		}
 	}
 }
 

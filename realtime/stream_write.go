@@ -31,9 +31,9 @@ type writer struct {
 	// ring's frames after ephCursor.
 	ephLive   bool
 	ephCursor int64
-	// marks is the read of the presence nodes' marks that a signed-in stream joins as it
-	// starts: its presence frame waits for the view to be as new as that read.
-	marks *readCall[[]data.PresenceMark]
+	// marks are the presence nodes' marks, read with the log's bounds as a signed-in stream
+	// starts: its presence frame waits for the view to be as new as they are.
+	marks []data.PresenceMark
 	// overSince is when the live stream was first seen more than MaxLag behind with its
 	// oldest waiting event gone from the cache (zero: it is not).
 	overSince time.Time
@@ -149,15 +149,15 @@ func (w *writer) park() bool {
 // ready at once when there is nothing to replay.
 func (w *writer) start(ctx context.Context) error {
 	after := w.opts.LastEventID
-	if p := w.hub.presence; p != nil && w.opts.Viewer.SignedIn() {
-		w.marks = p.marks.join() // read alongside the log's bounds, for the presence frame
-	}
+	// A signed-in stream reads the presence marks with the bounds, for its presence frame.
+	presence := w.hub.presence != nil && w.opts.Viewer.SignedIn()
 	var b data.Bounds
-	if w.opts.Watermark == nil || after != nil {
-		var err error
-		if b, err = w.hub.bounds.read(ctx); err != nil {
+	if w.opts.Watermark == nil || after != nil || presence {
+		st, err := w.hub.starts.read(ctx)
+		if err != nil {
 			return fmt.Errorf("read where the log stands: %w", err)
 		}
+		b, w.marks = st.bounds, st.marks
 	}
 	if w.opts.Watermark != nil {
 		// Read with the session: the viewer and the control events it reflects agree.
@@ -195,12 +195,9 @@ func (w *writer) maybeReady() error {
 	if p == nil || !w.opts.Viewer.SignedIn() {
 		return w.write(watermarkFrame("ready", w.readyAt))
 	}
-	// ready and the presence frame leave in one write when the marks are read already (they
-	// were read alongside the log's bounds); otherwise ready does not wait for them.
+	// ready and the presence frame leave in one write.
 	inBurst := w.held
-	if w.marks.answered() {
-		w.hold()
-	}
+	w.hold()
 	if err := w.write(watermarkFrame("ready", w.readyAt)); err != nil {
 		return err
 	}
@@ -213,7 +210,7 @@ func (w *writer) maybeReady() error {
 	if err := w.write(frame); err != nil {
 		return err
 	}
-	if !inBurst && w.held {
+	if !inBurst {
 		return w.release()
 	}
 	return nil
