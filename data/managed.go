@@ -121,6 +121,11 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 	if err := prepareDir(dir, owner); err != nil {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
+	unlock, err := lockStart(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("start postgres: %w", err)
+	}
+	defer unlock()
 
 	version, err := os.ReadFile(filepath.Join(dir, "PG_VERSION"))
 	switch {
@@ -162,6 +167,34 @@ func StartManaged(ctx context.Context, cfg ManagedConfig) (*Managed, error) {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	return m, nil
+}
+
+// lockStart takes the lock that makes processes start the cluster in dir one at a time (a node
+// and `tidings user create` run together): held from before initdb until the server answers,
+// so that the second finds the cluster either absent or running, never half made. It waits
+// while another process holds it, until ctx ends. The lock is dir + ".lock", beside the cluster
+// (initdb wants the cluster's own directory empty); closing it, or the process ending, frees it.
+func lockStart(ctx context.Context, dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(dir+".lock", os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open the start lock: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("take the start lock %s: %w", f.Name(), err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("wait for another process to start the cluster in %s: %w", dir, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // attach returns the cluster that another process runs on dir, reached through the socket

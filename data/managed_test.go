@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,6 +160,54 @@ func TestManagedAttach(t *testing.T) {
 		t.Fatal("Attach with no live cluster: got an attached one, want one of its own")
 	}
 	stopManaged(t, a)
+}
+
+// TestManagedStartTogether: processes that start the same cluster at once (a node, and
+// `tidings user create` run while it starts) take turns: one makes and starts it, the others
+// wait for it and use it, and none fails.
+func TestManagedStartTogether(t *testing.T) {
+	t.Parallel()
+	cfg := ManagedConfig{Dir: managedDir(t, "pg"), Ephemeral: true, Attach: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 3
+	var got [n]*Managed
+	var errs [n]error
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { got[i], errs[i] = StartManaged(ctx, cfg) })
+	}
+	wg.Wait()
+	var owner *Managed
+	for i, m := range got {
+		if errs[i] != nil {
+			t.Errorf("start %d: %v", i, errs[i])
+			continue
+		}
+		if !m.attached {
+			if owner != nil {
+				t.Error("two starts own the cluster")
+			}
+			owner = m
+		}
+	}
+	if t.Failed() || owner == nil {
+		for _, m := range got {
+			if m != nil {
+				m.Stop(ctx)
+			}
+		}
+		t.Fatalf("want every start to succeed, one of them owning the cluster (owner: %v)", owner != nil)
+	}
+	for i, m := range got {
+		if m.URL() != owner.URL() || queryInt(t, m.URL(), "SELECT 1") != 1 {
+			t.Errorf("start %d: URL %s, want the owner's %s, answering", i, m.URL(), owner.URL())
+		}
+		if m != owner {
+			m.Stop(ctx)
+		}
+	}
+	stopManaged(t, owner)
 }
 
 func TestManagedStaleLockFile(t *testing.T) {
