@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { assertAccessible } from './axe.js';
-import { PageSet, launchBrowser, live, openPage, register, screenshot, startServer, timeout, until, userRow } from './harness.js';
+import { PageSet, launchBrowser, live, register, screenshot, startServer, timeout, until, userRow } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
 let server;
@@ -53,11 +53,7 @@ after(async () => {
 });
 
 /** A page whose context lets axe-core be injected as an inline script. */
-async function page(on = server) {
-  const p = await openPage(browser, on, { bypassCSP: true });
-  pages.keep(p);
-  return p;
-}
+const page = (on = server) => pages.open(browser, on, { bypassCSP: true });
 
 /**
  * Where focus is, for assertions and messages: the focused element's id, or its tag and

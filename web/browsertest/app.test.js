@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  PageSet, launchBrowser, live, openPage, register, screenshot, signIn, startServer, timeout, userRow,
+  PageSet, launchBrowser, live, register, screenshot, signIn, startServer, timeout, userRow,
 } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
@@ -33,11 +33,7 @@ after(async () => {
   await cleanup?.();
 });
 
-async function page(opts) {
-  const p = await openPage(browser, server, opts);
-  pages.keep(p);
-  return p;
-}
+const page = (opts) => pages.open(browser, server, opts);
 
 test('two people sign in, and each sees the other', async () => {
   alice = await page();

@@ -208,6 +208,16 @@ export class PageSet {
     return page;
   }
 
+  /**
+   * Opens a page on server's front page (openPage) and keeps it.
+   * @param {import('playwright-core').Browser} browser
+   * @param {Server} server
+   * @param {Parameters<typeof openPage>[2]} [opts]
+   */
+  async open(browser, server, opts) {
+    return this.keep(await openPage(browser, server, opts));
+  }
+
   /** Fails if any kept page had an error. */
   assertNoErrors() {
     for (const p of this.#pages) assert.deepEqual(p.errors.map(String), [], 'no errors in the page');

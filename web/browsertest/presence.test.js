@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  PageSet, launchBrowser, openPage, recordFrames, register, screenshot, signIn, startServer, timeout, until, userIds, userRow,
+  PageSet, launchBrowser, recordFrames, register, screenshot, signIn, startServer, timeout, until, userIds, userRow,
 } from './harness.js';
 
 const grace = 1000;
@@ -37,11 +37,7 @@ after(async () => {
   await cleanup?.();
 });
 
-async function page() {
-  const p = await openPage(browser, server);
-  pages.keep(p);
-  return p;
-}
+const page = () => pages.open(browser, server);
 
 /** The online state of name's row in page: its data-online, the dot's look and the words a screen reader hears. */
 function presenceOf(p, name) {

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { PageSet, launchBrowser, live, openPage, register, startServer, timeout, until } from './harness.js';
+import { PageSet, launchBrowser, live, register, startServer, timeout, until } from './harness.js';
 
 /** @type {import('./harness.js').Server} */
 let server;
@@ -25,11 +25,7 @@ after(async () => {
 });
 
 /** A page on the front page, live, whose errors are checked at the end. */
-async function page(opts) {
-  const p = await openPage(browser, server, opts);
-  pages.keep(p);
-  return p;
-}
+const page = (opts) => pages.open(browser, server, opts);
 
 /**
  * A new context whose every request is recorded as "METHOD URL", with a page in it that has
